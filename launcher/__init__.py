@@ -1,0 +1,1 @@
+"""Starts Routeur on one machine: NATS, the services, and (when asked) a Ceph radosgw S3 server."""

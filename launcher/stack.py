@@ -1,0 +1,186 @@
+"""The whole Routeur stack as child processes, with the run/env file that scripts and tests read."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher import procs
+from launcher.nats import NatsServer
+
+# Order matters: dependencies first, the proxy (the public port) last.
+SERVICES = ("emulator", "tracer", "router", "billing", "archiver", "proxy")
+_PORT_VARS = {"emulator": "EMULATOR_PORT", "tracer": "TRACER_PORT", "router": "ROUTER_PORT",
+              "billing": "BILLING_PORT", "archiver": "ARCHIVER_PORT", "proxy": "PROXY_PORT"}
+_PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY",
+                      "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AWS_ACCESS_KEY_ID")
+
+
+@dataclass
+class Child:
+    name: str
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    wanted: bool = True
+    restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class StackConfig:
+    """What to start. Ports of 0 are picked free at start; `extra_env` reaches every service."""
+
+    data_dir: Path
+    proxy_port: int = 8080
+    emulator: str = "auto"  # auto: only when no provider credentials are set; on; off
+    object_store_url: str = ""
+    extra_env: dict[str, str] = field(default_factory=dict)
+    supervise: bool = True
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.data_dir = config.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.run_dir = self.data_dir / "run"
+        self.nats = NatsServer(self.data_dir / "nats", port=procs.free_port(), log_path=self.logs / "nats.log")
+        self.children: dict[str, Child] = {}
+        self.secrets = self._load_secrets()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    def _load_secrets(self) -> dict[str, str]:
+        """Admin token and demo key, made once per data dir so they survive restarts."""
+        path = self.data_dir / "secrets.env"
+        if path.exists():
+            return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        values = {"ROUTEUR_ADMIN_TOKEN": "rt-admin-" + secrets.token_urlsafe(24),
+                  "ROUTEUR_API_KEY": "rk-" + secrets.token_urlsafe(32)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        path.chmod(0o600)
+        return values
+
+    def _emulator_wanted(self) -> bool:
+        mode = self.config.emulator
+        if mode == "auto":
+            return not any(os.environ.get(var) or self.config.extra_env.get(var) for var in _PROVIDER_KEY_VARS)
+        return mode == "on"
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "PYTHONUNBUFFERED": "1",
+            "NATS_URL": self.nats.url,
+            "CLICKHOUSE_URL": env.get("CLICKHOUSE_URL") or f"chdb://{self.data_dir / 'clickhouse'}",
+            "OBJECT_STORE_URL": self.config.object_store_url or env.get("OBJECT_STORE_URL")
+            or f"file://{self.data_dir / 'objects'}",
+            "ROUTEUR_ADMIN_TOKEN": self.secrets["ROUTEUR_ADMIN_TOKEN"],
+            "ROUTEUR_API_KEYS": env.get("ROUTEUR_API_KEYS")
+            or f"{self.secrets['ROUTEUR_API_KEY']}=org_demo:key_demo",
+        })
+        for child in self.children.values():
+            env[_PORT_VARS[child.name]] = str(child.port)
+        if "emulator" in self.children:
+            env["ROUTEUR_EMULATOR_URL"] = self.children["emulator"].url
+        env.update(self.config.extra_env)
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start NATS and every service, wait until each answers /readyz, write run/env."""
+        self.nats.start()
+        for name in SERVICES:
+            if name == "emulator" and not self._emulator_wanted():
+                continue
+            port = self.config.proxy_port if name == "proxy" and self.config.proxy_port else procs.free_port()
+            self.children[name] = Child(name, port, self.logs / f"{name}.log")
+        for name in self.children:
+            self.start_service(name, timeout=timeout)
+        self.write_env()
+        if self.config.supervise:
+            self._monitor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+            self._monitor.start()
+
+    def start_service(self, name: str, timeout: float = 60.0) -> None:
+        child = self.children[name]
+        with self._lock:
+            child.wanted = True
+            child.proc = procs.spawn([sys.executable, "-m", f"services.{name}"], env=self._env(),
+                                     log_path=child.log_path, cwd=Path(__file__).resolve().parent.parent)
+        procs.wait_until(lambda: procs.http_ok(f"{child.url}/readyz"), timeout, what=name, proc=child.proc,
+                         log_path=child.log_path)
+
+    def stop_service(self, name: str) -> None:
+        """Stop gracefully (SIGTERM) and keep it stopped until start_service."""
+        child = self.children[name]
+        with self._lock:
+            child.wanted = False
+        if child.proc is not None:
+            procs.terminate(child.proc, timeout=30)
+
+    def kill_service(self, name: str) -> None:
+        """SIGKILL, and keep it stopped until start_service."""
+        child = self.children[name]
+        with self._lock:
+            child.wanted = False
+        if child.proc is not None:
+            procs.kill(child.proc)
+
+    def _supervise(self) -> None:
+        """Restart a service that died on its own, with a short back-off."""
+        while not self._stopping.wait(1.0):
+            for child in list(self.children.values()):
+                with self._lock:
+                    died = child.wanted and child.proc is not None and child.proc.poll() is not None
+                if died and not self._stopping.is_set():
+                    child.restarts += 1
+                    time.sleep(min(5.0, 0.5 * child.restarts))
+                    try:
+                        self.start_service(child.name)
+                    except RuntimeError:
+                        continue
+
+    def stop(self) -> None:
+        """Stop everything: the proxy first (drains callers), NATS last; remove run/env."""
+        self._stopping.set()
+        for name in reversed(list(self.children)):
+            self.stop_service(name)
+        self.nats.stop()
+        (self.run_dir / "env").unlink(missing_ok=True)
+
+    @property
+    def proxy_url(self) -> str:
+        return self.children["proxy"].url
+
+    def info(self) -> dict[str, str]:
+        values = {
+            "ROUTEUR_URL": self.proxy_url,
+            "ROUTEUR_API_KEY": self.secrets["ROUTEUR_API_KEY"],
+            "ROUTEUR_ADMIN_TOKEN": self.secrets["ROUTEUR_ADMIN_TOKEN"],
+            "NATS_URL": self.nats.url,
+            "ROUTEUR_DATA_DIR": str(self.data_dir),
+        }
+        for name, child in self.children.items():
+            values[f"ROUTEUR_{name.upper()}_URL"] = child.url
+        return values
+
+    def write_env(self) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / "env"
+        temp = path.with_suffix(".tmp")
+        temp.write_text("".join(f"{key}={value}\n" for key, value in self.info().items()))
+        temp.chmod(0o600)
+        os.replace(temp, path)
+        return path

@@ -1,0 +1,1 @@
+"""Routeur's bus contract: msgspec message schemas, subject and stream names, one codec."""

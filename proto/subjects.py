@@ -1,0 +1,48 @@
+"""NATS subject, stream and consumer names: the only place these strings are typed."""
+
+from __future__ import annotations
+
+import msgspec
+
+# JetStream streams (durable, file storage)
+TRACE_STREAM = "ROUTEUR_TRACES"
+TRACE_SUBJECT = "routeur.traces.v1"
+TRACE_CONSUMER = "tracer"
+
+PAYLOAD_STREAM = "ROUTEUR_PAYLOADS"
+PAYLOAD_SUBJECT = "routeur.payloads.v1"
+PAYLOAD_CONSUMER = "archiver"
+
+LEDGER_STREAM = "ROUTEUR_LEDGER"
+LEDGER_SUBJECT = "routeur.ledger.v1"
+
+# Core NATS request/reply (no persistence)
+TRACER_GET = "routeur.tracer.get"
+TRACER_LOGS = "routeur.tracer.logs"
+ROUTER_ATTEMPTS = "routeur.router.attempts"
+ROUTER_SNAPSHOT = "routeur.router.snapshot"
+BILLING_ADMIT = "routeur.billing.admit"
+BILLING_SETTLE = "routeur.billing.settle"
+PING_PREFIX = "routeur.ping"
+
+
+def ping_subject(service: str) -> str:
+    """The subject a service answers liveness pings on."""
+    return f"{PING_PREFIX}.{service}"
+
+
+class StreamSpec(msgspec.Struct, frozen=True):
+    """How a JetStream stream is created; every service ensures the streams it uses at start."""
+
+    name: str
+    subjects: tuple[str, ...]
+    max_age_s: float = 7 * 24 * 3600.0
+    duplicate_window_s: float = 600.0
+    max_bytes: int = -1
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(TRACE_STREAM, (TRACE_SUBJECT,)),
+    StreamSpec(PAYLOAD_STREAM, (PAYLOAD_SUBJECT,), max_age_s=3 * 24 * 3600.0),
+    StreamSpec(LEDGER_STREAM, (LEDGER_SUBJECT,), max_age_s=0.0),
+)

@@ -1,0 +1,84 @@
+"""The trace record: one per request, published by the proxy, stored by the tracer."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+
+class Attempt(msgspec.Struct, frozen=True):
+    """One upstream attempt made while serving a request."""
+
+    provider: str
+    upstream_model: str
+    status_code: int
+    latency_ms: float
+    error_type: str | None = None
+
+
+class TraceEvent(msgspec.Struct, frozen=True):
+    """Everything Routeur records about one request (metadata only, never bodies).
+
+    New fields must get defaults so that yesterday's messages still decode.
+    """
+
+    request_id: str
+    timestamp_ms: int
+    organization_id: str
+    api_key_id: str
+    endpoint: str
+    requested_model: str
+    model: str
+    provider: str
+    upstream_model: str
+    route_reason: str
+    status_code: int
+    stream: bool
+    latency_ms: float
+    upstream_latency_ms: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    ttft_ms: float | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    route: str | None = None
+    fallback: str | None = None
+    attempts: tuple[Attempt, ...] = ()
+    redactions: int = 0
+    usage_estimated: bool = False
+    payload_url: str | None = None
+
+
+class TraceQuery(msgspec.Struct, frozen=True):
+    """Ask the tracer for one trace; `organization_id` None means any organization (admin)."""
+
+    request_id: str
+    organization_id: str | None = None
+
+
+class LogsQuery(msgspec.Struct, frozen=True):
+    """A page of traces, newest first; `cursor` is the last request_id of the previous page."""
+
+    organization_id: str | None = None
+    api_key_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    status_code: int | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+class TraceReply(msgspec.Struct, frozen=True):
+    trace: TraceEvent | None = None
+    error: str | None = None
+
+
+class LogsReply(msgspec.Struct, frozen=True):
+    traces: tuple[TraceEvent, ...] = ()
+    next_cursor: str | None = None
+    error: str | None = None

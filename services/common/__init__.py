@@ -1,0 +1,1 @@
+"""Pieces every Routeur service shares: logging, settings casts, lifecycle, health routes, ids."""

@@ -1,0 +1,1 @@
+"""Proxy: the hot path. Auth, validation, upstream call, streaming, trace publishing."""

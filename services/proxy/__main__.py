@@ -1,0 +1,49 @@
+"""Wiring for `python -m services.proxy`: connect NATS, start the publisher, serve, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from proto import subjects
+from services.common import bus
+from services.common.health import serve
+from services.common.lifecycle import run_service
+from services.common.logs import configure_logging, get_logger
+from services.proxy import chat, providers
+from services.proxy import settings as settings_module
+from services.proxy.publisher import TracePublisher
+from services.proxy.service import ProxyState, client_session, make_app
+
+
+async def main(stop: asyncio.Event) -> None:
+    settings = settings_module.load(os.environ)
+    configure_logging("proxy", settings.log_level)
+    log = get_logger()
+    nc = await bus.connect(settings.nats_url, name="proxy")
+    js = nc.jetstream()
+    await bus.ensure_streams(js, (subjects.TRACE_STREAM,))
+    publisher = TracePublisher(js)
+    publisher.start()
+    session = client_session()
+    targets = providers.resolve_targets(settings.catalog, settings.provider_keys, settings.emulator_url)
+    state = ProxyState(
+        keys=settings.key_ring(), catalog=settings.catalog, targets=targets,
+        upstream=chat.Upstream(session, connect_timeout_s=settings.connect_timeout_s,
+                               read_timeout_s=settings.read_timeout_s),
+        publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s)
+    runner = await serve(make_app(state, max_body_bytes=settings.max_body_bytes), host=settings.host,
+                         port=settings.port, shutdown_timeout=20.0)
+    log.info("proxy_started", port=settings.port, providers=sorted(targets),
+             emulated=sorted(name for name, t in targets.items() if t.emulated))
+    await stop.wait()
+    log.info("proxy_stopping")
+    await runner.cleanup()
+    await publisher.close(timeout=10.0)
+    await session.close()
+    await nc.drain()
+    log.info("proxy_stopped", published=publisher.published)
+
+
+if __name__ == "__main__":
+    run_service(main)

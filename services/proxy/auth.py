@@ -1,0 +1,55 @@
+"""API-key authentication against a key ring (static until billing owns keys)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import msgspec
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: an organization's API key, or the admin (organization_id None)."""
+
+    organization_id: str | None
+    api_key_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.organization_id is None
+
+
+ADMIN = Principal(organization_id=None, api_key_id="admin")
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+class KeyRing:
+    """Maps key secrets (held only as SHA-256 digests) to principals."""
+
+    def __init__(self, entries: dict[str, Principal], *, admin_token: str) -> None:
+        self._by_digest = {_digest(secret): principal for secret, principal in entries.items()}
+        self._admin_digest = _digest(admin_token) if admin_token else None
+
+    @classmethod
+    def parse(cls, spec: str, *, admin_token: str) -> KeyRing:
+        """`secret=org_id:key_id,secret2=org2:key2` → a KeyRing; raises ValueError naming the bad entry."""
+        entries: dict[str, Principal] = {}
+        for index, item in enumerate(filter(None, (part.strip() for part in spec.split(",")))):
+            secret, _, owner = item.partition("=")
+            org, _, key_id = owner.partition(":")
+            if not secret or not org or not key_id:
+                raise ValueError(f"API key entry #{index + 1} must look like SECRET=ORG_ID:KEY_ID")
+            entries[secret] = Principal(organization_id=org, api_key_id=key_id)
+        return cls(entries, admin_token=admin_token)
+
+    def authenticate(self, authorization: str | None, *, allow_admin: bool = False) -> Principal | None:
+        """The principal for an `Authorization: Bearer …` header, or None."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        digest = _digest(authorization[7:].strip())
+        if allow_admin and self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
+            return ADMIN
+        return self._by_digest.get(digest)

@@ -1,0 +1,260 @@
+"""POST /v1/chat/completions: resolve the route, call upstream, stream back, record the trace."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from catalog import pricing
+from catalog.schema import Model, Route
+from proto import codec
+from proto.trace import Attempt, TraceEvent
+from services.proxy import openai_wire as wire
+from services.proxy.auth import Principal
+from services.proxy.errors import NotFound, ProxyError, UpstreamError, UpstreamUnavailable
+from services.proxy.providers import Target
+
+ENDPOINT = "/v1/chat/completions"
+_INTERRUPTED = {"message": "the upstream stream ended before completion", "type": "upstream_error",
+                "param": None, "code": "upstream_stream_interrupted"}
+
+
+@dataclass
+class Call:
+    """Mutable facts gathered while one request is served; becomes the trace at the end."""
+
+    request_id: str
+    principal: Principal
+    started: float
+    started_ms: int
+    requested_model: str = ""
+    model: Model | None = None
+    route: Route | None = None
+    stream: bool = False
+    status_code: int = 0
+    usage: wire.Usage | None = None
+    upstream_started: float = 0.0
+    upstream_ended: float = 0.0
+    first_byte: float | None = None
+    error_type: str | None = None
+    error_code: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    stream_head: wire.ChunkHead | None = None
+
+    def fail(self, error: ProxyError) -> None:
+        self.status_code = error.status
+        self.error_type = error.type
+        self.error_code = error.code
+
+    def trace(self) -> TraceEvent:
+        now = time.perf_counter()
+        usage = self.usage or wire.Usage()
+        route = self.route
+        cost = pricing.cost_usd(route, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                                cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens) \
+            if route is not None and self.usage is not None else pricing.Decimal(0)
+        upstream_ms = (self.upstream_ended - self.upstream_started) * 1000 if self.upstream_started else 0.0
+        return TraceEvent(
+            request_id=self.request_id,
+            timestamp_ms=self.started_ms,
+            organization_id=self.principal.organization_id or "",
+            api_key_id=self.principal.api_key_id,
+            endpoint=ENDPOINT,
+            requested_model=self.requested_model,
+            model=self.model.id if self.model else self.requested_model,
+            provider=route.provider if route else "",
+            upstream_model=route.upstream_model if route else "",
+            route_reason="default",
+            route=route.key if route else None,
+            status_code=self.status_code,
+            stream=self.stream,
+            latency_ms=round((now - self.started) * 1000, 3),
+            upstream_latency_ms=round(upstream_ms, 3),
+            ttft_ms=round((self.first_byte - self.started) * 1000, 3) if self.first_byte else None,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens or usage.prompt_tokens + usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_usd=cost,
+            error_type=self.error_type,
+            error_code=self.error_code,
+            attempts=tuple(self.attempts),
+        )
+
+
+def resolve(call: Call, body: dict[str, Any], catalog_model: Model | None, route: Route | None) -> None:
+    """Fill the call's model and route, or raise NotFound for a model nobody can serve."""
+    call.requested_model = body["model"]
+    call.stream = bool(body.get("stream"))
+    if catalog_model is None:
+        raise NotFound(f"The model '{body['model']}' does not exist or you do not have access to it.",
+                       param="model", code="model_not_found")
+    if route is None:
+        raise NotFound(f"The model '{body['model']}' has no provider with credentials configured.",
+                       param="model", code="model_not_available")
+    call.model = catalog_model
+    call.route = route
+
+
+class Upstream:
+    """Calls an OpenAI-format provider over one shared keep-alive session."""
+
+    def __init__(self, session: aiohttp.ClientSession, *, connect_timeout_s: float, read_timeout_s: float) -> None:
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s,
+                                              sock_read=read_timeout_s)
+
+    def post(self, target: Target, body: dict[str, Any]) -> Any:
+        headers = {"Authorization": f"Bearer {target.api_key.reveal()}", "Content-Type": "application/json"}
+        return self._session.post(f"{target.base_url}/chat/completions", data=codec.encode(body), headers=headers,
+                                  timeout=self._timeout)
+
+
+async def complete(call: Call, upstream: Upstream, target: Target, body: dict[str, Any],
+                   *, inline_trace: bool) -> tuple[web.Response, TraceEvent]:
+    """Non-streaming: one upstream call, the body passed through (plus `routeur_trace` when asked)."""
+    route = call.route
+    assert route is not None
+    call.upstream_started = time.perf_counter()
+    try:
+        async with upstream.post(target, wire.upstream_body(body, route.upstream_model)) as response:
+            raw = await response.read()
+            status = response.status
+    except asyncio.TimeoutError:
+        _attempt(call, route, 504, "timeout")
+        raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
+                                  status=504) from None
+    except aiohttp.ClientError as exc:
+        _attempt(call, route, 502, type(exc).__name__)
+        raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
+    call.upstream_ended = call.first_byte = time.perf_counter()
+    _attempt(call, route, status, None if status < 400 else "http_error")
+    if status >= 400:
+        error = wire.upstream_error_body(raw, status)
+        raise UpstreamError(error["error"]["message"], status=status, code=error["error"]["code"] or "upstream_error")
+    call.status_code = status
+    call.usage = wire.response_usage(raw)
+    trace = call.trace()
+    if inline_trace:
+        raw = raw.rstrip()[:-1] + b',"routeur_trace":' + codec.encode(trace) + b"}"
+    headers = {"x-request-id": call.request_id}
+    return web.Response(status=status, body=raw, content_type="application/json", headers=headers), trace
+
+
+async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,
+                 *, inline_trace: bool) -> tuple[web.StreamResponse, TraceEvent]:
+    """Streaming: SSE events forwarded as they arrive; usage read from the final chunk on the way."""
+    route = call.route
+    assert route is not None
+    caller_wants_usage = wire.wants_usage_chunk(body)
+    call.upstream_started = time.perf_counter()
+    try:
+        context = upstream.post(target, wire.upstream_body(body, route.upstream_model))
+        response = await context.__aenter__()
+    except asyncio.TimeoutError:
+        _attempt(call, route, 504, "timeout")
+        raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
+                                  status=504) from None
+    except aiohttp.ClientError as exc:
+        _attempt(call, route, 502, type(exc).__name__)
+        raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
+    try:
+        if response.status >= 400:
+            raw = await response.read()
+            call.upstream_ended = time.perf_counter()
+            _attempt(call, route, response.status, "http_error")
+            error = wire.upstream_error_body(raw, response.status)
+            raise UpstreamError(error["error"]["message"], status=response.status,
+                                code=error["error"]["code"] or "upstream_error")
+        out = web.StreamResponse(status=200, headers={
+            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+            "x-request-id": call.request_id})
+        await out.prepare(request)
+        call.status_code = 200
+        trace = await _relay(call, response, out, caller_wants_usage=caller_wants_usage, inline_trace=inline_trace)
+        return out, trace
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+class _CallerGone(Exception):
+    """The caller closed the connection while we were writing to it."""
+
+
+async def _send(out: web.StreamResponse, data: bytes) -> None:
+    try:
+        await out.write(data)
+    except ConnectionResetError:
+        raise _CallerGone from None
+
+
+async def _send_eof(out: web.StreamResponse) -> None:
+    try:
+        await out.write_eof()
+    except ConnectionResetError:
+        raise _CallerGone from None
+
+
+async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamResponse, *,
+                 caller_wants_usage: bool, inline_trace: bool) -> TraceEvent:
+    route = call.route
+    assert route is not None
+    buffer = bytearray()
+    finished = False
+    try:
+        try:
+            async for data in response.content.iter_any():
+                buffer += data
+                ready = []
+                for event in wire.split_events(buffer):
+                    if wire.is_done(event):
+                        finished = True
+                        continue
+                    if call.stream_head is None:
+                        call.stream_head = wire.event_head(event)
+                    usage, usage_only = wire.event_usage(event)
+                    if usage is not None:
+                        call.usage = usage
+                    if usage_only and not caller_wants_usage:
+                        continue
+                    ready.append(event)
+                if ready:
+                    if call.first_byte is None:
+                        call.first_byte = time.perf_counter()
+                    await _send(out, b"".join(ready))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            call.error_type = "timeout" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+        call.upstream_ended = time.perf_counter()
+        if finished:
+            _attempt(call, route, 200, None)
+            trace = call.trace()
+            if inline_trace:
+                head = call.stream_head or wire.ChunkHead(id=f"chatcmpl-{call.request_id}")
+                await _send(out, b"data: " + codec.encode({
+                    "id": head.id, "object": "chat.completion.chunk", "created": head.created, "model": head.model,
+                    "choices": [], "routeur_trace": trace}) + b"\n\n")
+            await _send(out, wire.DONE)
+        else:
+            call.status_code, call.error_code = 502, _INTERRUPTED["code"]
+            call.error_type = call.error_type or "stream_interrupted"
+            _attempt(call, route, 502, call.error_type)
+            trace = call.trace()
+            await _send(out, b"data: " + codec.encode({"error": _INTERRUPTED}) + b"\n\n")
+        await _send_eof(out)
+    except _CallerGone:
+        call.upstream_ended = call.upstream_ended or time.perf_counter()
+        _attempt(call, route, 499, "client_closed")
+        call.status_code, call.error_type, call.error_code = 499, "client_closed", "client_closed_request"
+        trace = call.trace()
+    return trace
+
+
+def _attempt(call: Call, route: Route, status: int, error_type: str | None) -> None:
+    latency = (time.perf_counter() - call.upstream_started) * 1000
+    call.attempts.append(Attempt(route.provider, route.upstream_model, status, round(latency, 3), error_type))

@@ -1,0 +1,171 @@
+"""Pure helpers for the OpenAI chat-completions wire format: validation, usage, SSE events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from services.proxy.errors import InvalidRequest
+
+_VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+class PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = 0
+
+
+class CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = 0
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptDetails | None = None
+    completion_tokens_details: CompletionDetails | None = None
+
+    @property
+    def cached_tokens(self) -> int:
+        return (self.prompt_tokens_details.cached_tokens or 0) if self.prompt_tokens_details else 0
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return (self.completion_tokens_details.reasoning_tokens or 0) if self.completion_tokens_details else 0
+
+
+class _UsageEnvelope(msgspec.Struct):
+    usage: Usage | None = None
+
+
+class _ChunkEnvelope(msgspec.Struct):
+    usage: Usage | None = None
+    choices: list[Any] = []
+
+
+class ChunkHead(msgspec.Struct):
+    """The identifying fields of a stream chunk, repeated on chunks Routeur adds to the stream."""
+
+    id: str = ""
+    created: int = 0
+    model: str = ""
+
+
+_usage_decoder = msgspec.json.Decoder(_UsageEnvelope)
+_head_decoder = msgspec.json.Decoder(ChunkHead)
+_chunk_decoder = msgspec.json.Decoder(_ChunkEnvelope)
+_body_decoder = msgspec.json.Decoder()
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Decode and validate a chat-completions request body; raises InvalidRequest naming the field."""
+    try:
+        body = _body_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' is required and must be a non-empty array", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _VALID_ROLES:
+            raise InvalidRequest(f"messages[{index}] must be an object with a valid 'role'",
+                                 param=f"messages[{index}].role")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise InvalidRequest("'stream' must be a boolean", param="stream")
+    for field in ("max_tokens", "max_completion_tokens"):
+        value = body.get(field)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InvalidRequest(f"'{field}' must be a positive integer", param=field)
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+    return body
+
+
+def wants_usage_chunk(body: dict[str, Any]) -> bool:
+    """Whether the caller itself asked for the final usage chunk of a stream."""
+    options = body.get("stream_options")
+    return bool(isinstance(options, dict) and options.get("include_usage"))
+
+
+def upstream_body(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
+    """The body sent upstream: the route's model name, and usage always requested on streams."""
+    out = dict(body)
+    out["model"] = upstream_model
+    if out.get("stream"):
+        options = dict(out.get("stream_options") or {})
+        options["include_usage"] = True
+        out["stream_options"] = options
+    return out
+
+
+def response_usage(raw: bytes) -> Usage | None:
+    """The `usage` object of a non-streaming response body, if any."""
+    try:
+        return _usage_decoder.decode(raw).usage
+    except msgspec.DecodeError:
+        return None
+
+
+def split_events(buffer: bytearray) -> list[bytes]:
+    """Remove and return every complete SSE event (terminated by a blank line) from `buffer`."""
+    events = []
+    while True:
+        end = buffer.find(b"\n\n")
+        if end < 0:
+            return events
+        events.append(bytes(buffer[: end + 2]))
+        del buffer[: end + 2]
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def is_done(event: bytes) -> bool:
+    return event.strip() == b"data: [DONE]"
+
+
+def event_usage(event: bytes) -> tuple[Usage | None, bool]:
+    """(usage, is_usage_only_chunk) for one SSE data event; cheap when the chunk carries no usage."""
+    if b'"usage"' not in event or b'"usage":null' in event:
+        return None, False
+    payload = event.strip()
+    if not payload.startswith(b"data:"):
+        return None, False
+    try:
+        chunk = _chunk_decoder.decode(payload[5:].strip())
+    except msgspec.DecodeError:
+        return None, False
+    return chunk.usage, chunk.usage is not None and not chunk.choices
+
+
+def event_head(event: bytes) -> ChunkHead | None:
+    """id/created/model of a data event, or None when it is not a JSON chunk."""
+    payload = event.strip()
+    if not payload.startswith(b"data:"):
+        return None
+    try:
+        return _head_decoder.decode(payload[5:].strip())
+    except msgspec.DecodeError:
+        return None
+
+
+def upstream_error_body(raw: bytes, status: int) -> dict[str, Any]:
+    """The upstream's error JSON in OpenAI shape (wrapped when the upstream sent something else)."""
+    try:
+        body = _body_decoder.decode(raw)
+    except msgspec.DecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        return {"error": {"message": str(error.get("message") or f"upstream returned HTTP {status}"),
+                          "type": str(error.get("type") or "upstream_error"),
+                          "param": error.get("param"), "code": error.get("code")}}
+    return {"error": {"message": f"upstream returned HTTP {status}", "type": "upstream_error", "param": None,
+                      "code": "upstream_error"}}

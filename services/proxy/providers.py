@@ -1,0 +1,44 @@
+"""Which upstream serves a route: real provider credentials, or the emulator standing in for it."""
+
+from __future__ import annotations
+
+import msgspec
+
+from catalog.schema import Catalog, Model, Route
+from services.common.settings import Secret
+
+
+class Target(msgspec.Struct, frozen=True):
+    """Where and how to call one provider."""
+
+    provider: str
+    base_url: str
+    api_key: Secret
+    format: str
+    emulated: bool
+
+
+def resolve_targets(catalog: Catalog, keys: dict[str, Secret], emulator_url: str) -> dict[str, Target]:
+    """Targets for every provider that can be called: its own key, else the emulator when configured."""
+    targets: dict[str, Target] = {}
+    for name, provider in catalog.providers.items():
+        key = keys.get(name)
+        if key:
+            targets[name] = Target(name, provider.base_url.rstrip("/"), key, provider.format, emulated=False)
+        elif emulator_url:
+            targets[name] = Target(name, emulator_url.rstrip("/") + "/v1", Secret("emulator"), provider.format,
+                                   emulated=True)
+    return targets
+
+
+def available_models(catalog: Catalog, targets: dict[str, Target]) -> list[Model]:
+    """Models with at least one callable route."""
+    return [model for model in catalog.models if any(route.provider in targets for route in model.routes)]
+
+
+def first_route(model: Model, targets: dict[str, Target]) -> Route | None:
+    """The primary callable route of a model (the router issue replaces this with real routing)."""
+    for route in model.routes:
+        if route.provider in targets:
+            return route
+    return None

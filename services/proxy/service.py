@@ -1,0 +1,205 @@
+"""Proxy HTTP edge: middleware (request id, errors, log line) and the public /v1 routes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+
+from catalog.schema import Catalog
+from proto import codec, subjects
+from proto.trace import LogsQuery, LogsReply, TraceQuery, TraceReply
+from services.common.health import add_health_routes
+from services.common.ids import is_ulid, new_ulid
+from services.common.logs import get_logger
+from services.proxy import chat, providers
+from services.proxy import openai_wire as wire
+from services.proxy.auth import KeyRing, Principal
+from services.proxy.errors import (AuthError, BodyTooLarge, InvalidRequest, MethodNotAllowed, NotFound, ProxyError,
+                                   ServiceUnavailable, error_response)
+from services.proxy.providers import Target
+from services.proxy.publisher import TracePublisher
+
+log = get_logger()
+
+
+@dataclass(frozen=True)
+class ProxyState:
+    keys: KeyRing
+    catalog: Catalog
+    targets: dict[str, Target]
+    upstream: chat.Upstream
+    publisher: TracePublisher
+    nc: Client
+    query_timeout_s: float
+
+
+STATE = web.AppKey("state", ProxyState)
+REQUEST_ID = "request_id"
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Give every request an id, bind it for logs, and turn every failure into OpenAI-style JSON."""
+    request_id = new_ulid()
+    request[REQUEST_ID] = request_id
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        return await handler(request)
+    except ProxyError as error:
+        return error_response(error, request_id)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(BodyTooLarge(f"request body is larger than the limit of {exc.max_size} bytes"),
+                              request_id)
+    except web.HTTPMethodNotAllowed:
+        return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"), request_id)
+    except web.HTTPNotFound:
+        return error_response(NotFound(f"no route for {request.method} {request.path}", code="unknown_url"),
+                              request_id)
+    except web.HTTPException as exc:
+        error = ProxyError(exc.reason, status=exc.status, code="http_error")
+        error.type = "invalid_request_error" if exc.status < 500 else "server_error"
+        return error_response(error, request_id)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled_error", path=request.path)
+        return error_response(ProxyError("internal error; the request id identifies it in the logs"), request_id)
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _principal(request: web.Request, *, allow_admin: bool = False) -> Principal:
+    principal = request.app[STATE].keys.authenticate(request.headers.get("Authorization"), allow_admin=allow_admin)
+    if principal is None:
+        raise AuthError("Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.")
+    return principal
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    principal = _principal(request)
+    call = chat.Call(request_id=request[REQUEST_ID], principal=principal, started=time.perf_counter(),
+                     started_ms=int(time.time() * 1000))
+    inline_trace = request.headers.get("Routeur-Trace", "").lower() == "true"
+    try:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise BodyTooLarge(f"request body is larger than the limit of {exc.max_size} bytes") from None
+        body = wire.parse_body(raw)
+        model = state.catalog.model(body["model"])
+        chat.resolve(call, body, model, providers.first_route(model, state.targets) if model else None)
+        assert call.route is not None
+        target = state.targets[call.route.provider]
+        if call.stream:
+            response, trace = await chat.stream(call, state.upstream, target, body, request, inline_trace=inline_trace)
+        else:
+            response, trace = await chat.complete(call, state.upstream, target, body, inline_trace=inline_trace)
+    except ProxyError as error:
+        call.fail(error)
+        _finish(state, call.trace())
+        raise
+    _finish(state, trace)
+    return response
+
+
+def _finish(state: ProxyState, trace: Any) -> None:
+    state.publisher.submit(trace)
+    log.info("request", status=trace.status_code, model=trace.model, provider=trace.provider,
+             stream=trace.stream, latency_ms=trace.latency_ms, tokens=trace.total_tokens)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    _principal(request, allow_admin=True)
+    created = int(time.mktime(time.strptime(state.catalog.as_of, "%Y-%m-%d")))
+    data = [{"id": model.id, "object": "model", "created": created,
+             "owned_by": (providers.first_route(model, state.targets) or model.routes[0]).provider}
+            for model in providers.available_models(state.catalog, state.targets)]
+    return _json(request, {"object": "list", "data": data})
+
+
+async def get_trace(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    principal = _principal(request, allow_admin=True)
+    request_id = request.match_info["request_id"]
+    if not is_ulid(request_id):
+        raise NotFound(f"no trace with id {request_id[:40]!r}", code="trace_not_found")
+    data = await _ask(state, subjects.TRACER_GET, TraceQuery(request_id, principal.organization_id))
+    reply = codec.decode(data, TraceReply)
+    if reply.error:
+        raise ServiceUnavailable(f"trace lookup failed: {reply.error}")
+    if reply.trace is None:
+        raise NotFound(f"no trace with id {request_id!r} (traces appear a moment after the request)",
+                       code="trace_not_found")
+    return _json(request, codec.to_builtins(reply.trace))
+
+
+async def list_logs(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    principal = _principal(request, allow_admin=True)
+    query = request.query
+    try:
+        logs_query = LogsQuery(
+            organization_id=principal.organization_id if not principal.is_admin else query.get("organization_id"),
+            api_key_id=query.get("api_key_id"), model=query.get("model"), provider=query.get("provider"),
+            status_code=int(query["status_code"]) if "status_code" in query else None,
+            limit=int(query.get("limit", "50")), cursor=query.get("cursor"))
+    except ValueError:
+        raise InvalidRequest("'status_code' and 'limit' must be integers") from None
+    if logs_query.cursor is not None and not _valid_cursor(logs_query.cursor):
+        raise InvalidRequest("'cursor' must be a next_cursor value from a previous page", param="cursor")
+    reply = codec.decode(await _ask(state, subjects.TRACER_LOGS, logs_query), LogsReply)
+    if reply.error:
+        raise ServiceUnavailable(f"log query failed: {reply.error}")
+    return _json(request, {"object": "list", "data": codec.to_builtins(reply.traces),
+                           "next_cursor": reply.next_cursor})
+
+
+def _valid_cursor(cursor: str) -> bool:
+    millis, _, request_id = cursor.partition(":")
+    return millis.isdigit() and is_ulid(request_id)
+
+
+async def _ask(state: ProxyState, subject: str, message: Any) -> bytes:
+    try:
+        reply = await state.nc.request(subject, codec.encode(message), timeout=state.query_timeout_s)
+    except (NatsError, asyncio.TimeoutError):
+        raise ServiceUnavailable("the trace service did not answer; try again shortly") from None
+    return reply.data  # type: ignore[no-any-return]
+
+
+def _json(request: web.Request, payload: Any) -> web.Response:
+    return web.Response(body=codec.encode(payload), content_type="application/json",
+                        headers={"x-request-id": request[REQUEST_ID]})
+
+
+def make_app(state: ProxyState, *, max_body_bytes: int) -> web.Application:
+    app = web.Application(middlewares=[edge], client_max_size=max_body_bytes)
+    app[STATE] = state
+
+    async def ready() -> dict[str, object]:
+        connected = state.nc.is_connected
+        return {"ready": connected and bool(state.targets), "nats": connected,
+                "providers": sorted(state.targets), "trace_backlog": state.publisher.backlog}
+
+    add_health_routes(app, ready)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/traces/{request_id}", get_trace)
+    app.router.add_get("/v1/logs", list_logs)
+    return app
+
+
+def client_session() -> aiohttp.ClientSession:
+    """One keep-alive session for every upstream host."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True)

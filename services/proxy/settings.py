@@ -1,0 +1,62 @@
+"""Proxy settings, read from the environment in this one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from catalog import loader
+from catalog.schema import Catalog
+from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
+from services.proxy.auth import KeyRing
+
+
+class Settings(msgspec.Struct, frozen=True):
+    host: str
+    port: int
+    nats_url: str
+    admin_token: Secret
+    api_keys: Secret
+    catalog: Catalog
+    provider_keys: dict[str, Secret]
+    emulator_url: str
+    max_body_bytes: int
+    connect_timeout_s: float
+    read_timeout_s: float
+    query_timeout_s: float
+    log_level: str
+
+    def key_ring(self) -> KeyRing:
+        return KeyRing.parse(self.api_keys.reveal(), admin_token=self.admin_token.reveal())
+
+
+def load(environ: Mapping[str, str]) -> Settings:
+    catalog_path = env_str(environ, "ROUTEUR_CATALOG", "")
+    try:
+        catalog = loader.load(Path(catalog_path) if catalog_path else None)
+    except loader.CatalogError as exc:
+        raise SettingsError(f"ROUTEUR_CATALOG: {exc}") from None
+    provider_keys = {name: Secret(environ[p.api_key_env]) for name, p in catalog.providers.items()
+                     if environ.get(p.api_key_env)}
+    settings = Settings(
+        host=env_str(environ, "PROXY_HOST", "127.0.0.1"),
+        port=env_int(environ, "PROXY_PORT", 8080),
+        nats_url=env_str(environ, "NATS_URL", "nats://127.0.0.1:4222"),
+        admin_token=env_secret(environ, "ROUTEUR_ADMIN_TOKEN"),
+        api_keys=env_secret(environ, "ROUTEUR_API_KEYS"),
+        catalog=catalog,
+        provider_keys=provider_keys,
+        emulator_url=env_str(environ, "ROUTEUR_EMULATOR_URL", ""),
+        max_body_bytes=env_int(environ, "PROXY_MAX_BODY_BYTES", 8 * 1024 * 1024),
+        connect_timeout_s=env_float(environ, "UPSTREAM_CONNECT_TIMEOUT_S", 5.0),
+        read_timeout_s=env_float(environ, "UPSTREAM_READ_TIMEOUT_S", 120.0),
+        query_timeout_s=env_float(environ, "PROXY_QUERY_TIMEOUT_S", 5.0),
+        log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+    )
+    try:
+        settings.key_ring()
+    except ValueError as exc:
+        raise SettingsError(f"ROUTEUR_API_KEYS: {exc}") from None
+    return settings

@@ -1,0 +1,1 @@
+"""Router: picks routes (rules, auto, health, same-family fallback). Skeleton until the router issue."""

@@ -1,0 +1,1 @@
+"""Tracer: consumes trace events from JetStream, batches them into ClickHouse, serves lookups."""

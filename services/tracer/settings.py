@@ -1,0 +1,35 @@
+"""Tracer settings, read from the environment in this one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from services.common.settings import Secret, env_float, env_int, env_secret, env_str
+
+
+class Settings(msgspec.Struct, frozen=True):
+    nats_url: str
+    clickhouse_url: str
+    host: str
+    port: int
+    admin_token: Secret
+    batch_size: int
+    flush_interval_s: float
+    ttl_days: int
+    log_level: str
+
+
+def load(environ: Mapping[str, str]) -> Settings:
+    return Settings(
+        nats_url=env_str(environ, "NATS_URL", "nats://127.0.0.1:4222"),
+        clickhouse_url=env_str(environ, "CLICKHOUSE_URL", "chdb:///./.data/clickhouse"),
+        host=env_str(environ, "TRACER_HOST", "127.0.0.1"),
+        port=env_int(environ, "TRACER_PORT", 8083),
+        admin_token=env_secret(environ, "ROUTEUR_ADMIN_TOKEN"),
+        batch_size=env_int(environ, "TRACER_BATCH_SIZE", 1000),
+        flush_interval_s=env_float(environ, "TRACER_FLUSH_INTERVAL_S", 0.2),
+        ttl_days=env_int(environ, "TRACE_TTL_DAYS", 90),
+        log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+    )

@@ -1,0 +1,69 @@
+"""The one place that talks to ClickHouse (embedded chdb or a server), on a single worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+from services.tracer import rows, schema
+
+
+class TraceStore:
+    """Serialises every ClickHouse call onto one thread: chdb's client is synchronous."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._client: Client | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def _connect(self) -> Client:
+        if self._client is None:
+            self._client = clickhouse_connect.get_client(dsn=self._url)
+        return self._client
+
+    async def open(self, *, ttl_days: int) -> None:
+        """Connect and apply pending migrations and the retention TTL (idempotent)."""
+        await self._run(self._migrate, ttl_days)
+
+    def _migrate(self, ttl_days: int) -> None:
+        client = self._connect()
+        client.command(schema.MIGRATIONS_TABLE)
+        applied = {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}
+        for version, statement in schema.MIGRATIONS:
+            if version not in applied:
+                client.command(statement)
+                client.insert("schema_migrations", [[version]], column_names=["version"])
+        client.command(schema.ttl_statement(ttl_days))
+
+    async def insert(self, batch: list[list[Any]]) -> None:
+        await self._run(lambda: self._connect().insert("traces", batch, column_names=list(rows.COLUMNS)))
+
+    async def select(self, sql: str, params: dict[str, Any], *, readonly: bool = False) -> tuple[list[str], list[tuple[Any, ...]]]:
+        settings = {"readonly": 1} if readonly else None
+
+        def query() -> tuple[list[str], list[tuple[Any, ...]]]:
+            result = self._connect().query(sql, parameters=params, settings=settings)
+            return list(result.column_names), list(result.result_rows)
+
+        return await self._run(query)  # type: ignore[no-any-return]
+
+    async def ping(self) -> bool:
+        try:
+            await self._run(lambda: self._connect().command("SELECT 1"))
+            return True
+        except Exception:  # any failure means not ready; the detail goes to /readyz
+            return False
+
+    async def close(self) -> None:
+        client = self._client
+        if client is not None:
+            await self._run(client.close)
+        self._executor.shutdown(wait=True)

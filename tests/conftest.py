@@ -1,0 +1,74 @@
+"""Shared fixtures: one real Routeur stack (NATS, services, embedded ClickHouse, emulator) per session."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from launcher.stack import Stack, StackConfig
+
+pytest_plugins = ["tests.fixtures.ceph"]
+
+T = TypeVar("T")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole system as separate processes, the emulator as every provider."""
+    data_dir: Path = tmp_path_factory.mktemp("routeur")
+    running = Stack(StackConfig(data_dir=data_dir, proxy_port=0, emulator="on",
+                                extra_env={"TRACER_FLUSH_INTERVAL_S": "0.05", "LOG_LEVEL": "INFO"}))
+    try:
+        running.start()
+    except RuntimeError:
+        running.stop()
+        raise
+    yield running
+    running.stop()
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Poll `check()` until it returns something truthy; fail with a clear message otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def http_json(method: str, url: str, *, token: str | None = None, body: Any = None,
+              headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """A plain HTTP call returning (status, decoded JSON body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+def sql(stack: Stack, query: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Rows from ClickHouse through the tracer's read-only SQL endpoint, as dicts."""
+    status, body = http_json("POST", f"{stack.children['tracer'].url}/v1/sql",
+                             token=stack.secrets["ROUTEUR_ADMIN_TOKEN"],
+                             body={"query": query, "parameters": parameters or {}})
+    assert status == 200, body
+    return [dict(zip(body["columns"], row, strict=True)) for row in body["rows"]]
+
+
+def trace_row(stack: Stack, request_id: str) -> dict[str, Any] | None:
+    rows = sql(stack, "SELECT * FROM traces FINAL WHERE request_id = {id:String}", {"id": request_id})
+    return rows[0] if rows else None
