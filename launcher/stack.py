@@ -144,17 +144,18 @@ class Stack:
             for child in list(self.children.values()):
                 with self._lock:
                     died = child.wanted and child.proc is not None and child.proc.poll() is not None
-                if died and not self._stopping.is_set():
+                if died and not self._stopping.wait(min(5.0, 0.5 * (child.restarts + 1))):
                     child.restarts += 1
-                    time.sleep(min(5.0, 0.5 * child.restarts))
                     try:
-                        self.start_service(child.name)
+                        self.start_service(child.name, timeout=30.0)
                     except RuntimeError:
                         continue
 
     def stop(self) -> None:
         """Stop everything: the proxy first (drains callers), NATS last; remove run/env."""
         self._stopping.set()
+        if self._monitor is not None:
+            self._monitor.join()
         for name in reversed(list(self.children)):
             self.stop_service(name)
         self.nats.stop()

@@ -71,7 +71,7 @@ def from_row(row: Sequence[Any]) -> TraceEvent:
     ts: datetime = values.pop("ts")
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    attempts = tuple(Attempt(*a) for a in values.pop("attempts"))
+    attempts = tuple(Attempt(**a) if isinstance(a, dict) else Attempt(*a) for a in values.pop("attempts"))
     route = values.pop("route") or None
     cost = Decimal(values.pop("cost_usd")).normalize()
     return TraceEvent(timestamp_ms=round(ts.timestamp() * 1000), attempts=attempts, route=route,

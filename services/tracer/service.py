@@ -61,16 +61,19 @@ class Tracer:
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                                   ack_wait=60, max_ack_pending=50_000),
         )
-        while not self._stopping.is_set():
-            try:
-                msgs = await sub.fetch(self._settings.batch_size, timeout=self._settings.flush_interval_s)
-            except (NatsTimeout, asyncio.TimeoutError):
-                continue
-            except Exception as exc:  # NATS reconnecting: keep the loop alive, retry shortly
-                log.warning("trace_fetch_failed", error=type(exc).__name__)
-                await asyncio.sleep(0.5)
-                continue
-            await self._write(msgs)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    msgs = await sub.fetch(self._settings.batch_size, timeout=self._settings.flush_interval_s)
+                except (NatsTimeout, asyncio.TimeoutError):
+                    continue
+                except Exception as exc:  # NATS reconnecting: keep the loop alive, retry shortly
+                    log.warning("trace_fetch_failed", error=type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
+                await self._write(msgs)
+        finally:
+            await sub.unsubscribe()
 
     async def _write(self, msgs: list[Msg]) -> None:
         events: list[TraceEvent] = []

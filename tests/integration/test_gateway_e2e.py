@@ -181,5 +181,5 @@ def test_logs_are_scoped_and_paginated(stack: Stack, client: openai.OpenAI) -> N
     assert len(ids) == len(set(ids)) and ids == sorted(ids, reverse=True)
     status, admin_view = http_json("GET", url, token=admin)
     assert status == 200 and len(admin_view["data"]) == 2
-    status, body = http_json("GET", f"{url}&cursor=1;DROP TABLE traces", token=key)
+    status, body = http_json("GET", f"{url}&cursor=1%3BDROP%20TABLE%20traces", token=key)
     assert status == 400 and body["error"]["param"] == "cursor"
