@@ -183,3 +183,19 @@ def test_logs_are_scoped_and_paginated(stack: Stack, client: openai.OpenAI) -> N
     assert status == 200 and len(admin_view["data"]) == 2
     status, body = http_json("GET", f"{url}&cursor=1%3BDROP%20TABLE%20traces", token=key)
     assert status == 400 and body["error"]["param"] == "cursor"
+
+
+def test_upstream_requests_are_valid_openai_requests(stack: Stack, client: openai.OpenAI) -> None:
+    emulator = stack.children["emulator"].url
+    http_json("DELETE", f"{emulator}/_emulator/requests")
+    client.chat.completions.create(model="gpt-4.1-mini", messages=MESSAGES, max_tokens=20, temperature=0.2)
+    list(client.chat.completions.create(model="gpt-4.1-mini", messages=MESSAGES, stream=True))
+    status, seen = http_json("GET", f"{emulator}/_emulator/requests?limit=10")
+    assert status == 200
+    bodies = [entry["body"] for entry in seen["requests"]]
+    assert len(bodies) == 2
+    for body in bodies:
+        validate("CreateChatCompletionRequest", body)
+        assert body["model"] == "gpt-4.1-mini" and body["messages"] == MESSAGES
+    assert bodies[0]["max_tokens"] == 20 and "stream" not in bodies[0]
+    assert bodies[1]["stream"] is True and bodies[1]["stream_options"] == {"include_usage": True}
