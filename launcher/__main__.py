@@ -23,8 +23,12 @@ Try it:
        -H "Content-Type: application/json" -H "Routeur-Trace: true" \\
        -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-  python -c "from openai import OpenAI; c = OpenAI(base_url='{ROUTEUR_URL}/v1', api_key='{ROUTEUR_API_KEY}'); \\
-print(c.chat.completions.create(model='gpt-4o-mini', messages=[{{'role': 'user', 'content': 'Hello'}}]).choices[0].message.content)"
+  python - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url="{ROUTEUR_URL}/v1", api_key="{ROUTEUR_API_KEY}")
+print(client.chat.completions.create(
+    model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+PY
 
   curl -s "{ROUTEUR_URL}/v1/logs?limit=5" -H "Authorization: Bearer {ROUTEUR_API_KEY}"
 Press Ctrl-C to stop.

@@ -68,7 +68,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
-def wait_until(check: "object", timeout: float, *, what: str, proc: subprocess.Popen[bytes] | None = None,
+def wait_until(check: object, timeout: float, *, what: str, proc: subprocess.Popen[bytes] | None = None,
                log_path: Path | None = None) -> None:
     """Poll `check()` until true; fail early if `proc` exits, naming `what` and showing its log."""
     deadline = time.monotonic() + timeout

@@ -24,7 +24,7 @@ def _decoder(kind: type) -> msgspec.json.Decoder[Any]:
 
 def decode(data: bytes, kind: type[T]) -> T:
     """Decode bytes into `kind`; raises msgspec.ValidationError / DecodeError on bad input."""
-    return _decoder(kind).decode(data)  # type: ignore[no-any-return]
+    return _decoder(kind).decode(data)  # type: ignore[arg-type,no-any-return]
 
 
 def to_builtins(message: Any) -> Any:

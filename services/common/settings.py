@@ -46,7 +46,7 @@ def env_int(environ: Mapping[str, str], name: str, default: int | object = _MISS
     if raw is None or raw == "":
         if default is _MISSING:
             raise SettingsError(f"environment variable {name} is required but not set")
-        return int(default)  # type: ignore[call-overload]
+        return int(default)  # type: ignore[call-overload,arg-type]
     try:
         return int(raw)
     except ValueError:

@@ -31,8 +31,8 @@ async def main(stop: asyncio.Event) -> None:
         keys=settings.key_ring(), catalog=settings.catalog, targets=targets,
         upstream=chat.Upstream(session, connect_timeout_s=settings.connect_timeout_s,
                                read_timeout_s=settings.read_timeout_s),
-        publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s)
-    runner = await serve(make_app(state, max_body_bytes=settings.max_body_bytes), host=settings.host,
+        publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s, max_body_bytes=settings.max_body_bytes)
+    runner = await serve(make_app(state), host=settings.host,
                          port=settings.port, shutdown_timeout=20.0)
     log.info("proxy_started", port=settings.port, providers=sorted(targets),
              emulated=sorted(name for name, t in targets.items() if t.emulated))

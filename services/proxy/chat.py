@@ -126,7 +126,7 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
         async with upstream.post(target, wire.upstream_body(body, route.upstream_model)) as response:
             raw = await response.read()
             status = response.status
-    except asyncio.TimeoutError:
+    except TimeoutError:
         _attempt(call, route, 504, "timeout")
         raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
                                   status=504) from None
@@ -157,7 +157,7 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
     try:
         context = upstream.post(target, wire.upstream_body(body, route.upstream_model))
         response = await context.__aenter__()
-    except asyncio.TimeoutError:
+    except TimeoutError:
         _attempt(call, route, 504, "timeout")
         raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
                                   status=504) from None
@@ -228,7 +228,7 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
                     if call.first_byte is None:
                         call.first_byte = time.perf_counter()
                     await _send(out, b"".join(ready))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             call.error_type = "timeout" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
         call.upstream_ended = time.perf_counter()
         if finished:

@@ -115,7 +115,7 @@ def response_usage(raw: bytes) -> Usage | None:
 
 def split_events(buffer: bytearray) -> list[bytes]:
     """Remove and return every complete SSE event (terminated by a blank line) from `buffer`."""
-    events = []
+    events: list[bytes] = []
     while True:
         end = buffer.find(b"\n\n")
         if end < 0:

@@ -79,6 +79,6 @@ class TracePublisher:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("trace_publisher_unflushed", backlog=len(self._pending))
             self._task.cancel()

@@ -22,8 +22,16 @@ from services.common.logs import get_logger
 from services.proxy import chat, providers
 from services.proxy import openai_wire as wire
 from services.proxy.auth import KeyRing, Principal
-from services.proxy.errors import (AuthError, BodyTooLarge, InvalidRequest, MethodNotAllowed, NotFound, ProxyError,
-                                   ServiceUnavailable, error_response)
+from services.proxy.errors import (
+    AuthError,
+    BodyTooLarge,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    ProxyError,
+    ServiceUnavailable,
+    error_response,
+)
 from services.proxy.providers import Target
 from services.proxy.publisher import TracePublisher
 
@@ -39,6 +47,7 @@ class ProxyState:
     publisher: TracePublisher
     nc: Client
     query_timeout_s: float
+    max_body_bytes: int
 
 
 STATE = web.AppKey("state", ProxyState)
@@ -55,18 +64,17 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except ProxyError as error:
         return error_response(error, request_id)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(BodyTooLarge(f"request body is larger than the limit of {exc.max_size} bytes"),
-                              request_id)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(_too_large(request), request_id)
     except web.HTTPMethodNotAllowed:
         return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"), request_id)
     except web.HTTPNotFound:
         return error_response(NotFound(f"no route for {request.method} {request.path}", code="unknown_url"),
                               request_id)
     except web.HTTPException as exc:
-        error = ProxyError(exc.reason, status=exc.status, code="http_error")
-        error.type = "invalid_request_error" if exc.status < 500 else "server_error"
-        return error_response(error, request_id)
+        failure = ProxyError(exc.reason, status=exc.status, code="http_error")
+        failure.type = "invalid_request_error" if exc.status < 500 else "server_error"
+        return error_response(failure, request_id)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -74,6 +82,11 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
         return error_response(ProxyError("internal error; the request id identifies it in the logs"), request_id)
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
+
+
+def _too_large(request: web.Request) -> BodyTooLarge:
+    limit = request.app[STATE].max_body_bytes
+    return BodyTooLarge(f"request body is larger than the limit of {limit} bytes (PROXY_MAX_BODY_BYTES)")
 
 
 def _principal(request: web.Request, *, allow_admin: bool = False) -> Principal:
@@ -92,8 +105,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         try:
             raw = await request.read()
-        except web.HTTPRequestEntityTooLarge as exc:
-            raise BodyTooLarge(f"request body is larger than the limit of {exc.max_size} bytes") from None
+        except web.HTTPRequestEntityTooLarge:
+            raise _too_large(request) from None
         body = wire.parse_body(raw)
         model = state.catalog.model(body["model"])
         chat.resolve(call, body, model, providers.first_route(model, state.targets) if model else None)
@@ -172,7 +185,7 @@ def _valid_cursor(cursor: str) -> bool:
 async def _ask(state: ProxyState, subject: str, message: Any) -> bytes:
     try:
         reply = await state.nc.request(subject, codec.encode(message), timeout=state.query_timeout_s)
-    except (NatsError, asyncio.TimeoutError):
+    except (TimeoutError, NatsError):
         raise ServiceUnavailable("the trace service did not answer; try again shortly") from None
     return reply.data  # type: ignore[no-any-return]
 
@@ -182,8 +195,8 @@ def _json(request: web.Request, payload: Any) -> web.Response:
                         headers={"x-request-id": request[REQUEST_ID]})
 
 
-def make_app(state: ProxyState, *, max_body_bytes: int) -> web.Application:
-    app = web.Application(middlewares=[edge], client_max_size=max_body_bytes)
+def make_app(state: ProxyState) -> web.Application:
+    app = web.Application(middlewares=[edge], client_max_size=state.max_body_bytes)
     app[STATE] = state
 
     async def ready() -> dict[str, object]:

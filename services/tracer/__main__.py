@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from proto import subjects
 from services.common import bus
 from services.common.health import serve
 from services.common.lifecycle import run_service
@@ -12,7 +13,6 @@ from services.common.logs import configure_logging, get_logger
 from services.tracer import settings as settings_module
 from services.tracer.service import Tracer, make_app
 from services.tracer.store import TraceStore
-from proto import subjects
 
 
 async def main(stop: asyncio.Event) -> None:

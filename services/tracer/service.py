@@ -65,7 +65,7 @@ class Tracer:
             while not self._stopping.is_set():
                 try:
                     msgs = await sub.fetch(self._settings.batch_size, timeout=self._settings.flush_interval_s)
-                except (NatsTimeout, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeout):
                     continue
                 except Exception as exc:  # NATS reconnecting: keep the loop alive, retry shortly
                     log.warning("trace_fetch_failed", error=type(exc).__name__)

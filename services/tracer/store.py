@@ -11,6 +11,8 @@ from clickhouse_connect.driver.client import Client
 
 from services.tracer import rows, schema
 
+Result = tuple[list[str], list[tuple[Any, ...]]]
+
 
 class TraceStore:
     """Serialises every ClickHouse call onto one thread: chdb's client is synchronous."""
@@ -46,12 +48,12 @@ class TraceStore:
     async def insert(self, batch: list[list[Any]]) -> None:
         await self._run(lambda: self._connect().insert("traces", batch, column_names=list(rows.COLUMNS)))
 
-    async def select(self, sql: str, params: dict[str, Any], *, readonly: bool = False) -> tuple[list[str], list[tuple[Any, ...]]]:
+    async def select(self, sql: str, params: dict[str, Any], *, readonly: bool = False) -> Result:
         settings = {"readonly": 1} if readonly else None
 
-        def query() -> tuple[list[str], list[tuple[Any, ...]]]:
+        def query() -> Result:
             result = self._connect().query(sql, parameters=params, settings=settings)
-            return list(result.column_names), list(result.result_rows)
+            return list(result.column_names), [tuple(row) for row in result.result_rows]
 
         return await self._run(query)  # type: ignore[no-any-return]
 

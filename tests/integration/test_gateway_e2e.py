@@ -199,3 +199,11 @@ def test_upstream_requests_are_valid_openai_requests(stack: Stack, client: opena
         assert body["model"] == "gpt-4.1-mini" and body["messages"] == MESSAGES
     assert bodies[0]["max_tokens"] == 20 and "stream" not in bodies[0]
     assert bodies[1]["stream"] is True and bodies[1]["stream_options"] == {"include_usage": True}
+
+
+def test_body_over_the_limit_is_413(stack: Stack) -> None:
+    huge = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * (3 << 19)}]}
+    status, body = http_json("POST", f"{stack.proxy_url}/v1/chat/completions", token=stack.secrets["ROUTEUR_API_KEY"],
+                             body=huge)
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    validate("ErrorResponse", body)

@@ -1,0 +1,1 @@
+"""Provider emulator: a deterministic LLM provider (OpenAI wire format first) with fault injection for tests."""

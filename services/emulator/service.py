@@ -1,0 +1,338 @@
+"""HTTP edge of the provider emulator: OpenAI routes, fault injection, request recording, admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from services.common.health import add_health_routes
+from services.emulator import openai_format as oa
+from services.emulator.faults import Fault, FaultPlan, FaultRegistry, decode_plan
+from services.emulator.settings import Settings
+
+RECORDED_REQUESTS = 1000
+CLIENT_MAX_SIZE = 64 * 1024 * 1024
+HANG_POLL_S = 0.05
+
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+_STATIC_HEADERS = {
+    "openai-version": "2020-10-01",
+    "openai-organization": "emulator",
+    "x-ratelimit-limit-requests": "10000",
+    "x-ratelimit-remaining-requests": "9999",
+    "x-ratelimit-reset-requests": "6ms",
+    "x-ratelimit-limit-tokens": "30000000",
+    "x-ratelimit-remaining-tokens": "29999000",
+    "x-ratelimit-reset-tokens": "2ms",
+}
+_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+_ENCODER = msgspec.json.Encoder()
+_INVALID = object()
+
+
+class RequestLog:
+    """The last requests received on /v1, newest last, with credential headers removed."""
+
+    def __init__(self, maxlen: int = RECORDED_REQUESTS) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._seq = 0
+
+    def add(self, request: web.Request, raw: bytes, body: object) -> None:
+        self._seq += 1
+        headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
+        self._entries.append(
+            {
+                "seq": self._seq,
+                "received_at": time.time(),
+                "method": request.method,
+                "path": request.path,
+                "query": request.query_string,
+                "headers": headers,
+                "key_sha256": _key_fingerprint(request),
+                "body": None if body is _INVALID else body,
+                "raw_body": raw.decode("utf-8", "replace") if body is _INVALID and raw else None,
+            }
+        )
+
+    def last(self, limit: int | None = None) -> list[dict[str, Any]]:
+        entries = list(self._entries)
+        return entries if limit is None else entries[len(entries) - limit :] if limit else []
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class EmulatorState:
+    """Everything the handlers share, owned by one app (no module-level mutable state)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.faults = FaultRegistry(fallback=FaultPlan(latency_ms=settings.latency_ms), plans=settings.faults)
+        self.requests = RequestLog()
+        self.stopping = asyncio.Event()
+
+
+STATE = web.AppKey("emulator_state", EmulatorState)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _key_fingerprint(request: web.Request) -> str | None:
+    """First 16 hex of sha256(bearer token), so tests can tell which upstream key was used."""
+    token = _bearer(request)
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _headers(started: float) -> dict[str, str]:
+    return {
+        **_STATIC_HEADERS,
+        "x-request-id": "req_" + uuid.uuid4().hex,
+        "openai-processing-ms": str(int((time.monotonic() - started) * 1000)),
+    }
+
+
+def _json(status: int, body: object, started: float, extra: dict[str, str] | None = None) -> web.Response:
+    headers = _headers(started)
+    if extra:
+        headers.update(extra)
+    return web.Response(status=status, body=_ENCODER.encode(body), content_type="application/json", headers=headers)
+
+
+def _decode(raw: bytes) -> object:
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return _INVALID
+
+
+def _drop_connection(request: web.Request) -> web.Response:
+    """Close the socket without a (complete) response; aiohttp then skips the reply quietly."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    return web.Response()
+
+
+async def _sleep_ms(ms: int) -> None:
+    if ms > 0:
+        await asyncio.sleep(ms / 1000)
+
+
+async def _hang(request: web.Request, stopping: asyncio.Event) -> None:
+    """Never answer: wait until the client gives up or the emulator shuts down."""
+    while not stopping.is_set():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(HANG_POLL_S)
+
+
+async def _intercept(
+    request: web.Request, state: EmulatorState, fault: Fault, model: str, started: float, *, streaming: bool
+) -> web.Response | None:
+    """Apply the latency and failure parts of `fault`; a response to send instead of the answer, or None."""
+    await _sleep_ms(fault.plan.latency_ms)
+    if fault.hang:
+        await _hang(request, state.stopping)
+        return _drop_connection(request)
+    if fault.status:
+        plan = fault.plan
+        body = oa.status_error_body(
+            fault.status, model=model, type=plan.error_type, code=plan.error_code, message=plan.error_message
+        )
+        extra = {"retry-after": str(plan.retry_after)} if plan.retry_after is not None else None
+        return _json(fault.status, body, started, extra)
+    if fault.drop_after_chunks >= 0 and not streaming:
+        return _drop_connection(request)
+    return None
+
+
+async def _admit(request: web.Request, started: float) -> tuple[EmulatorState, object, web.Response | None]:
+    """Read and record the request, then check the API key; returns the state, the body and any refusal."""
+    state = request.app[STATE]
+    raw = await request.read()
+    body = _decode(raw) if raw else _INVALID
+    state.requests.add(request, raw, body)
+    if not _bearer(request):
+        return state, body, _json(401, oa.missing_key_body(), started)
+    return state, body, None
+
+
+# --------------------------------------------------------------------------- OpenAI routes
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    started = time.monotonic()
+    state, body, refusal = await _admit(request, started)
+    if refusal is not None:
+        return refusal
+    error = oa.validate_chat_request(None if body is _INVALID else body)
+    if error is not None:
+        return _json(400, error, started)
+    assert isinstance(body, dict)
+    streaming = bool(body.get("stream"))
+    fault = state.faults.decide(body["model"])
+    if (early := await _intercept(request, state, fault, body["model"], started, streaming=streaming)) is not None:
+        return early
+    reply = oa.plan_reply(body)
+    completion_id = "chatcmpl-" + uuid.uuid4().hex[:29]
+    created = int(time.time())
+    if not streaming:
+        await _sleep_ms(fault.plan.ttft_ms)
+        return _json(200, oa.completion_body(reply, completion_id=completion_id, created=created), started)
+    options = body.get("stream_options") or {}
+    chunks = oa.stream_chunks(
+        reply,
+        completion_id=completion_id,
+        created=created,
+        chunk_words=state.settings.chunk_words,
+        include_usage=options.get("include_usage") is True,
+        include_obfuscation=options.get("include_obfuscation", True) is not False,
+    )
+    return await _stream(request, chunks, fault, started)
+
+
+async def _stream(
+    request: web.Request, chunks: Iterable[dict[str, Any]], fault: Fault, started: float
+) -> web.StreamResponse:
+    """Send `chunks` as SSE `data:` events then `data: [DONE]`, honouring the fault's timing and drop."""
+    response = web.StreamResponse(status=200, headers={**_headers(started), **_SSE_HEADERS})
+    response.enable_chunked_encoding()
+    drop = fault.drop_after_chunks
+    try:
+        await response.prepare(request)
+        for index, chunk in enumerate(chunks):
+            await _sleep_ms(fault.plan.ttft_ms if index == 0 else fault.plan.chunk_interval_ms)
+            if index == drop:
+                _drop_connection(request)
+                return response
+            await response.write(b"data: " + _ENCODER.encode(chunk) + b"\n\n")
+        if drop >= 0:
+            _drop_connection(request)
+            return response
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except ConnectionError:  # the client went away; nothing left to tell it
+        pass
+    return response
+
+
+async def list_models(request: web.Request) -> web.Response:
+    started = time.monotonic()
+    _, _, refusal = await _admit(request, started)
+    return refusal if refusal is not None else _json(200, oa.models_body(), started)
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    started = time.monotonic()
+    _, _, refusal = await _admit(request, started)
+    return refusal if refusal is not None else _json(200, oa.model_body(request.match_info["model"]), started)
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    started = time.monotonic()
+    state, body, refusal = await _admit(request, started)
+    if refusal is not None:
+        return refusal
+    error = oa.validate_embedding_request(None if body is _INVALID else body)
+    if error is not None:
+        return _json(400, error, started)
+    assert isinstance(body, dict)
+    fault = state.faults.decide(body["model"])
+    if (early := await _intercept(request, state, fault, body["model"], started, streaming=False)) is not None:
+        return early
+    await _sleep_ms(fault.plan.ttft_ms)
+    return _json(200, oa.embedding_body(body), started)
+
+
+async def unknown_route(request: web.Request) -> web.Response:
+    started = time.monotonic()
+    _, _, refusal = await _admit(request, started)
+    return refusal if refusal is not None else _json(404, oa.not_found_body(request.method, request.path), started)
+
+
+# --------------------------------------------------------------------------- admin routes (/_emulator)
+
+
+async def put_fault(request: web.Request) -> web.Response:
+    try:
+        plan = decode_plan(await request.read())
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return web.json_response(oa.error_body(f"Invalid fault plan: {exc}"), status=400)
+    model = request.match_info["model"]
+    request.app[STATE].faults.set(model, plan)
+    return web.Response(body=_ENCODER.encode({"model": model, "plan": plan}), content_type="application/json")
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return web.Response(body=_ENCODER.encode(request.app[STATE].faults.snapshot()), content_type="application/json")
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    request.app[STATE].faults.clear()
+    return web.Response(status=204)
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    raw_limit = request.query.get("limit")
+    limit: int | None = None
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            limit = -1
+        if limit < 0:
+            return web.json_response(
+                oa.error_body(f"limit must be a non-negative integer, got {raw_limit!r}"), status=400
+            )
+    entries = request.app[STATE].requests.last(limit)
+    return web.Response(body=_ENCODER.encode({"requests": entries}), content_type="application/json")
+
+
+async def clear_requests(request: web.Request) -> web.Response:
+    request.app[STATE].requests.clear()
+    return web.Response(status=204)
+
+
+# --------------------------------------------------------------------------- app
+
+
+def make_app(settings: Settings) -> web.Application:
+    """The emulator app: OpenAI-compatible /v1 routes, /_emulator admin routes and health probes."""
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    state = EmulatorState(settings)
+    app[STATE] = state
+
+    async def on_shutdown(_: web.Application) -> None:
+        state.stopping.set()
+
+    async def ready() -> dict[str, object]:
+        return {"ready": True}
+
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_route("*", "/v1/{tail:.*}", unknown_route)
+    app.router.add_get("/_emulator/faults", get_faults)
+    app.router.add_put("/_emulator/faults/{model:.+}", put_fault)
+    app.router.add_delete("/_emulator/faults", clear_faults)
+    app.router.add_get("/_emulator/requests", get_requests)
+    app.router.add_delete("/_emulator/requests", clear_requests)
+    add_health_routes(app, ready)
+    return app

@@ -1,0 +1,50 @@
+"""Emulator settings, read from the environment in this one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from services.common.settings import SettingsError, env_int, env_str
+from services.emulator.faults import FaultPlan, decode_plans
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the emulator listens and how it behaves by default."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    faults: dict[str, FaultPlan] = msgspec.field(default_factory=dict)
+    chunk_words: int = 3
+    latency_ms: int = 0
+    log_level: str = "INFO"
+
+
+def load(environ: Mapping[str, str]) -> Settings:
+    """Settings from EMULATOR_HOST/PORT/FAULTS/CHUNK_WORDS/LATENCY_MS and LOG_LEVEL; raises SettingsError."""
+    port = env_int(environ, "EMULATOR_PORT", 8090)
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"environment variable EMULATOR_PORT must be 0-65535 (0 = any free port), got {port}")
+    chunk_words = env_int(environ, "EMULATOR_CHUNK_WORDS", 3)
+    if chunk_words < 1:
+        raise SettingsError(f"environment variable EMULATOR_CHUNK_WORDS must be at least 1, got {chunk_words}")
+    latency_ms = env_int(environ, "EMULATOR_LATENCY_MS", 0)
+    if latency_ms < 0:
+        raise SettingsError(f"environment variable EMULATOR_LATENCY_MS must be >= 0, got {latency_ms}")
+    raw_faults = environ.get("EMULATOR_FAULTS", "").strip()
+    try:
+        faults = decode_plans(raw_faults) if raw_faults else {}
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise SettingsError(
+            'environment variable EMULATOR_FAULTS must be a JSON object mapping a model id (or "*") '
+            f'to a fault plan such as {{"status": 503, "fail_times": 1}}: {exc}'
+        ) from None
+    return Settings(
+        host=env_str(environ, "EMULATOR_HOST", "127.0.0.1"),
+        port=port,
+        faults=faults,
+        chunk_words=chunk_words,
+        latency_ms=latency_ms,
+        log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+    )
