@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -131,6 +131,11 @@ osd memory target = 939524096
 osd fast shutdown = false
 log file = {d}/log/$name.log
 
+[client]
+# No metadata cache, hence no cache notifies: after a SIGKILL the dead radosgw's watches outlive it until
+# the OSD has run 30 s, and each notify to them stalls a bucket or user write for 10 s or more.
+rgw cache enabled = false
+
 [{RGW_NAME}]
 rgw frontends = beast endpoint=127.0.0.1:{state.rgw_port}
 rgw thread pool size = 64
@@ -240,7 +245,7 @@ class CephCluster:
                 )
             if self._rgw_port is None or self._rgw_port == state.rgw_port:
                 return state
-            state = _State(**{**state.__dict__, "rgw_port": self._rgw_port})
+            state = replace(state, rgw_port=self._rgw_port)
         else:
             state = _State(
                 fsid=str(uuid.uuid4()),
@@ -253,7 +258,7 @@ class CephCluster:
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump(state.__dict__, fh)
+            json.dump(asdict(state), fh)
         os.replace(tmp, path)
         return state
 
@@ -321,8 +326,7 @@ class CephCluster:
         if marker.exists():
             return
         base = ["radosgw-admin", "-c", str(self.conf)]
-        info = subprocess.run([*base, "user", "info", f"--uid={S3_UID}"], capture_output=True, timeout=60)
-        if info.returncode != 0:
+        if self._run("radosgw-admin user info", [*base, "user", "info", f"--uid={S3_UID}"], deadline).returncode:
             self._admin(
                 "radosgw-admin user create",
                 [
@@ -342,7 +346,7 @@ class CephCluster:
         return ["--setuser", "root", "--setgroup", "root"] if os.geteuid() == 0 else []
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.data_dir / "log" / f"{name}.out", "ab")  # noqa: SIM115 - closed in stop()/kill()
+        log = open(self.data_dir / "log" / f"{name}.out", "ab")  # closed by stop() or kill()
         self._logs.append(log)
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -350,13 +354,17 @@ class CephCluster:
         self._procs[name] = proc
         (self.data_dir / "run" / f"{name}.pid").write_text(str(proc.pid))
 
-    def _admin(self, label: str, argv: list[str], deadline: float) -> None:
-        """Run an admin command; on failure raise with its stderr (argv is never shown: it may hold a secret)."""
+    def _run(self, label: str, argv: list[str], deadline: float) -> subprocess.CompletedProcess[bytes]:
+        """Run an admin command within the deadline; errors name `label`, never argv (it may hold a secret)."""
         remaining = max(1.0, deadline - time.monotonic())
         try:
-            done = subprocess.run(argv, capture_output=True, timeout=remaining, stdin=subprocess.DEVNULL)
+            return subprocess.run(argv, capture_output=True, timeout=remaining, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise CephStartError(f"{label} timed out; logs are in {self.data_dir / 'log'}") from exc
+
+    def _admin(self, label: str, argv: list[str], deadline: float) -> None:
+        """Run an admin command that must succeed; on failure raise with its stderr."""
+        done = self._run(label, argv, deadline)
         if done.returncode != 0:
             err = done.stderr.decode(errors="replace").strip()[-2000:]
             raise CephStartError(f"{label} exited with {done.returncode}: {err}")
