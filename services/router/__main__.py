@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 
-from services.router import settings as settings_module
 from services.common.lifecycle import run_service
 from services.common.skeleton import run_skeleton
+from services.router import settings as settings_module
 
 
 async def main(stop: asyncio.Event) -> None:
