@@ -23,7 +23,7 @@ Try it:
        -H "Content-Type: application/json" -H "Routeur-Trace: true" \\
        -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-  python - <<'PY'
+  {python} - <<'PY'
 from openai import OpenAI
 client = OpenAI(base_url="{ROUTEUR_URL}/v1", api_key="{ROUTEUR_API_KEY}")
 print(client.chat.completions.create(
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     env_path = stack.run_dir / "env"
     (stack.run_dir / "launcher.pid").write_text(str(os.getpid()))
-    print(BANNER.format(env_path=env_path, **stack.info()), flush=True)
+    print(BANNER.format(env_path=env_path, python=os.path.relpath(sys.executable), **stack.info()), flush=True)
     while not stopping:
         time.sleep(0.2)
     print("Stopping Routeur…", flush=True)

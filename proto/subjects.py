@@ -23,6 +23,7 @@ ROUTER_ATTEMPTS = "routeur.router.attempts"
 ROUTER_SNAPSHOT = "routeur.router.snapshot"
 BILLING_ADMIT = "routeur.billing.admit"
 BILLING_SETTLE = "routeur.billing.settle"
+BILLING_AUTH = "routeur.billing.auth"
 PING_PREFIX = "routeur.ping"
 
 
