@@ -12,6 +12,7 @@ from services.common.lifecycle import run_service
 from services.common.logs import configure_logging, get_logger
 from services.proxy import chat, providers
 from services.proxy import settings as settings_module
+from services.proxy.metrics import ProxyMetrics
 from services.proxy.publisher import TracePublisher
 from services.proxy.service import ProxyState, client_session, make_app
 
@@ -31,7 +32,8 @@ async def main(stop: asyncio.Event) -> None:
         keys=settings.key_ring(), catalog=settings.catalog, targets=targets,
         upstream=chat.Upstream(session, connect_timeout_s=settings.connect_timeout_s,
                                read_timeout_s=settings.read_timeout_s),
-        publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s, max_body_bytes=settings.max_body_bytes)
+        publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s, max_body_bytes=settings.max_body_bytes,
+        metrics=ProxyMetrics())
     runner = await serve(make_app(state), host=settings.host,
                          port=settings.port, shutdown_timeout=20.0)
     log.info("proxy_started", port=settings.port, providers=sorted(targets),

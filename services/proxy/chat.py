@@ -20,6 +20,7 @@ from services.proxy.errors import NotFound, ProxyError, UpstreamError, UpstreamU
 from services.proxy.providers import Target
 
 ENDPOINT = "/v1/chat/completions"
+OVERHEAD_HEADER = "x-routeur-overhead-ms"
 _INTERRUPTED = {"message": "the upstream stream ended before completion", "type": "upstream_error",
                 "param": None, "code": "upstream_stream_interrupted"}
 
@@ -143,7 +144,8 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
     trace = call.trace()
     if inline_trace:
         raw = raw.rstrip()[:-1] + b',"routeur_trace":' + codec.encode(trace) + b"}"
-    headers = {"x-request-id": call.request_id}
+    overhead = time.perf_counter() - call.started - (call.upstream_ended - call.upstream_started)
+    headers = {"x-request-id": call.request_id, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
     return web.Response(status=status, body=raw, content_type="application/json", headers=headers), trace
 
 
@@ -174,7 +176,8 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
                                 code=error["error"]["code"] or "upstream_error")
         out = web.StreamResponse(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-            "x-request-id": call.request_id})
+            "x-request-id": call.request_id,
+            OVERHEAD_HEADER: f"{(call.upstream_started - call.started) * 1000:.3f}"})
         await out.prepare(request)
         call.status_code = 200
         trace = await _relay(call, response, out, caller_wants_usage=caller_wants_usage, inline_trace=inline_trace)

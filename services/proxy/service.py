@@ -15,10 +15,11 @@ from nats.errors import Error as NatsError
 
 from catalog.schema import Catalog
 from proto import codec, subjects
-from proto.trace import LogsQuery, LogsReply, TraceQuery, TraceReply
+from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply
 from services.common.health import add_health_routes
 from services.common.ids import is_ulid, new_ulid
 from services.common.logs import get_logger
+from services.common.metrics import add_metrics_route
 from services.proxy import chat, providers
 from services.proxy import openai_wire as wire
 from services.proxy.auth import KeyRing, Principal
@@ -32,6 +33,7 @@ from services.proxy.errors import (
     ServiceUnavailable,
     error_response,
 )
+from services.proxy.metrics import ProxyMetrics
 from services.proxy.providers import Target
 from services.proxy.publisher import TracePublisher
 
@@ -48,20 +50,35 @@ class ProxyState:
     nc: Client
     query_timeout_s: float
     max_body_bytes: int
+    metrics: ProxyMetrics
 
 
 STATE = web.AppKey("state", ProxyState)
 REQUEST_ID = "request_id"
+UPSTREAM_S = "upstream_s"
+OVERHEAD_HEADER = chat.OVERHEAD_HEADER
 
 
 @web.middleware
 async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
     """Give every request an id, bind it for logs, and turn every failure into OpenAI-style JSON."""
+    started = time.perf_counter()
     request_id = new_ulid()
     request[REQUEST_ID] = request_id
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
-        return await handler(request)
+        response = await _respond(request, handler, request_id)
+        if not response.prepared and OVERHEAD_HEADER not in response.headers:
+            overhead = time.perf_counter() - started - request.get(UPSTREAM_S, 0.0)
+            response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
+        return response
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+
+
+async def _respond(request: web.Request, handler: Any, request_id: str) -> web.StreamResponse:
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
     except ProxyError as error:
         return error_response(error, request_id)
     except web.HTTPRequestEntityTooLarge:
@@ -80,8 +97,6 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled_error", path=request.path)
         return error_response(ProxyError("internal error; the request id identifies it in the logs"), request_id)
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
 
 
 def _too_large(request: web.Request) -> BodyTooLarge:
@@ -102,6 +117,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     call = chat.Call(request_id=request[REQUEST_ID], principal=principal, started=time.perf_counter(),
                      started_ms=int(time.time() * 1000))
     inline_trace = request.headers.get("Routeur-Trace", "").lower() == "true"
+    state.metrics.in_flight.inc()
     try:
         try:
             raw = await request.read()
@@ -118,14 +134,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             response, trace = await chat.complete(call, state.upstream, target, body, inline_trace=inline_trace)
     except ProxyError as error:
         call.fail(error)
+        if call.upstream_ended:
+            request[UPSTREAM_S] = call.upstream_ended - call.upstream_started
         _finish(state, call.trace())
         raise
+    finally:
+        state.metrics.in_flight.dec()
     _finish(state, trace)
     return response
 
 
-def _finish(state: ProxyState, trace: Any) -> None:
+def _finish(state: ProxyState, trace: TraceEvent) -> None:
     state.publisher.submit(trace)
+    state.metrics.observe(trace)
     log.info("request", status=trace.status_code, model=trace.model, provider=trace.provider,
              stream=trace.stream, latency_ms=trace.latency_ms, tokens=trace.total_tokens)
 
@@ -205,6 +226,8 @@ def make_app(state: ProxyState) -> web.Application:
                 "providers": sorted(state.targets), "trace_backlog": state.publisher.backlog}
 
     add_health_routes(app, ready)
+    state.metrics.trace_backlog.set_function(lambda: state.publisher.backlog)
+    add_metrics_route(app, state.metrics.registry)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/traces/{request_id}", get_trace)

@@ -19,7 +19,9 @@ from proto import codec, subjects
 from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
+from services.common.metrics import add_metrics_route
 from services.tracer import rows
+from services.tracer.metrics import TracerMetrics
 from services.tracer.settings import Settings
 from services.tracer.store import TraceStore
 
@@ -39,6 +41,7 @@ class Tracer:
         self._subs: list[Any] = []
         self.inserted = 0
         self.last_insert_error: str | None = None
+        self.metrics = TracerMetrics()
 
     async def start(self) -> None:
         self._subs.append(await self._nc.subscribe(subjects.TRACER_GET, cb=self._on_get))
@@ -66,12 +69,20 @@ class Tracer:
                 try:
                     msgs = await sub.fetch(self._settings.batch_size, timeout=self._settings.flush_interval_s)
                 except (TimeoutError, NatsTimeout):
+                    self.metrics.lag.set(0)
                     continue
                 except Exception as exc:  # NATS reconnecting: keep the loop alive, retry shortly
                     log.warning("trace_fetch_failed", error=type(exc).__name__)
                     await asyncio.sleep(0.5)
                     continue
-                await self._write(msgs)
+                if not msgs:
+                    continue
+                self.metrics.lag.set(msgs[-1].metadata.num_pending or 0)
+                try:
+                    await self._write(msgs)
+                except Exception:  # never let one batch kill the consumer; unacked messages come back
+                    log.exception("trace_batch_failed", batch=len(msgs))
+                    await asyncio.sleep(1.0)
         finally:
             await sub.unsubscribe()
 
@@ -84,6 +95,7 @@ class Tracer:
                 good.append(msg)
             except msgspec.DecodeError:
                 log.error("trace_message_undecodable", size=len(msg.data))
+                self.metrics.undecodable.inc()
                 await msg.term()
         if not events:
             return
@@ -92,15 +104,19 @@ class Tracer:
             await self._store.insert(rows.unique_rows(events))
         except Exception as exc:  # ClickHouse down: leave the batch unacked, retry after a pause
             self.last_insert_error = type(exc).__name__
+            self.metrics.failed_inserts.inc()
             log.error("trace_insert_failed", error=type(exc).__name__, batch=len(events))
             for msg in good:
                 await msg.nak(delay=1.0)
             await asyncio.sleep(1.0)
             return
         self.last_insert_error = None
+        self.metrics.insert_latency.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(len(events))
         for msg in good:
             await msg.ack()
         self.inserted += len(events)
+        self.metrics.inserted.inc(len(events))
         log.debug("trace_batch_inserted", batch=len(events), ms=round((time.perf_counter() - started) * 1000, 2))
 
     async def get(self, query: TraceQuery) -> TraceEvent | None:
@@ -169,6 +185,7 @@ def make_app(settings: Settings, tracer: Tracer, store: TraceStore, nc: Client) 
         return web.Response(body=codec.encode({"columns": columns, "rows": found}), content_type="application/json")
 
     add_health_routes(app, ready)
+    add_metrics_route(app, tracer.metrics.registry)
     app.router.add_post("/v1/sql", sql)
     return app
 

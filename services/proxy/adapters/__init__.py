@@ -1,0 +1,1 @@
+"""Provider adapters: pure translations between the OpenAI wire format and each provider's own."""

@@ -1,0 +1,313 @@
+"""Inbound /v1/messages: Anthropic-format callers served by OpenAI-format routes (requests, replies, streams)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from services.proxy.adapters.anthropic import (
+    ERROR_TYPES_BY_STATUS,
+    TokenUsage,
+    TranslationError,
+    UnsupportedParameter,
+)
+
+_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+         "content_filter": "refusal"}
+"""OpenAI finish_reason -> Anthropic stop_reason."""
+
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _arguments(value: object) -> str:
+    return json.dumps(value if value is not None else {}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _plain(content: object, where: str, model: str) -> str | list[dict[str, Any]]:
+    """A system prompt or tool result (string or text blocks) as OpenAI content: a string or text parts."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise TranslationError(f"'{where}' must be a string or an array of text blocks", param=where)
+    parts = []
+    for j, block in enumerate(content):
+        if not isinstance(block, dict) or block.get("type") != "text":
+            kind = block.get("type") if isinstance(block, dict) else None
+            raise UnsupportedParameter(f"{where}.{j}.type", model, f"'{kind}' blocks cannot be translated here")
+        parts.append(_text_block(str(block.get("text") or "")))
+    return parts[0]["text"] if len(parts) == 1 else parts
+
+
+def _user_message(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    single_text = len(parts) == 1 and parts[0]["type"] == "text"
+    return {"role": "user", "content": parts[0]["text"] if single_text else parts}
+
+
+def _openai_user(content: list[Any], where: str, model: str) -> list[dict[str, Any]]:
+    """A user turn's blocks as OpenAI messages: each tool_result becomes a `tool` message, in order."""
+    out: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for j, block in enumerate(content):
+        at = f"{where}.content.{j}"
+        kind = block.get("type") if isinstance(block, dict) else None
+        source = (block.get("source") if isinstance(block, dict) else None) or {}
+        if kind == "tool_result":
+            if parts:
+                out.append(_user_message(parts))
+                parts = []
+            out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
+                        "content": _plain(block.get("content") or "", f"{at}.content", model)})
+        elif kind == "text":
+            parts.append(_text_block(str(block.get("text") or "")))
+        elif kind in ("image", "document") and source.get("type") == "base64":
+            url = f"data:{source.get('media_type')};base64,{source.get('data')}"
+            parts.append({"type": "image_url", "image_url": {"url": url}} if kind == "image"
+                         else {"type": "file", "file": {"filename": "document.pdf", "file_data": url}})
+        elif kind == "image" and source.get("type") == "url":
+            parts.append({"type": "image_url", "image_url": {"url": source.get("url")}})
+        elif kind == "document" and source.get("type") == "text":
+            parts.append(_text_block(str(source.get("data") or "")))
+        else:
+            raise UnsupportedParameter(f"{at}.type", model, f"'{kind}' blocks cannot be translated")
+    if parts:
+        out.append(_user_message(parts))
+    return out
+
+
+def _openai_assistant(content: list[Any], where: str, model: str) -> dict[str, Any]:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for j, block in enumerate(content):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(str(block.get("text") or ""))
+        elif kind == "tool_use":
+            calls.append({"id": block.get("id"), "type": "function",
+                          "function": {"name": block.get("name"), "arguments": _arguments(block.get("input"))}})
+        elif kind not in ("thinking", "redacted_thinking"):
+            raise UnsupportedParameter(f"{where}.content.{j}.type", model, f"'{kind}' blocks cannot be translated")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _openai_tool_choice(choice: Mapping[str, Any], model: str) -> str | dict[str, Any]:
+    kind = choice.get("type")
+    if kind in ("auto", "none"):
+        return str(kind)
+    if kind == "any":
+        return "required"
+    if kind == "tool":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    raise UnsupportedParameter("tool_choice.type", model, f"'{kind}' cannot be translated")
+
+
+def request_to_openai(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An Anthropic Messages request as an OpenAI chat request (a /v1/messages caller of another family)."""
+    model = str(body.get("model") or "")
+    for param in ("top_k", "thinking", "mcp_servers", "container"):
+        value = body.get(param)
+        if value is not None and not (isinstance(value, dict) and value.get("type") == "disabled"):
+            raise UnsupportedParameter(param, model)
+    messages: list[dict[str, Any]] = []
+    if body.get("system"):
+        messages.append({"role": "system", "content": _plain(body["system"], "system", model)})
+    for i, message in enumerate(body.get("messages") or []):
+        where, role, content = f"messages.{i}", message.get("role"), message.get("content")
+        if isinstance(content, str):
+            messages.append({"role": role, "content": content})
+        elif not isinstance(content, list):
+            raise TranslationError(f"'{where}.content' must be a string or an array", param=f"{where}.content")
+        elif role == "assistant":
+            messages.append(_openai_assistant(content, where, model))
+        else:
+            messages.extend(_openai_user(content, where, model))
+    out: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": body.get("max_tokens")}
+    tools = body.get("tools")
+    if tools:
+        functions = []
+        for j, tool in enumerate(tools):
+            if tool.get("type") not in (None, "custom"):
+                raise UnsupportedParameter(f"tools.{j}.type", model, f"server tool '{tool.get('type')}'")
+            function = {"name": tool.get("name"), "parameters": tool.get("input_schema") or {"type": "object"}}
+            if tool.get("description"):
+                function["description"] = tool["description"]
+            functions.append({"type": "function", "function": function})
+        out["tools"] = functions
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            out["tool_choice"] = _openai_tool_choice(choice, model)
+            if choice.get("disable_parallel_tool_use"):
+                out["parallel_tool_calls"] = False
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            out[name] = body[name]
+    if body.get("stop_sequences"):
+        out["stop"] = list(body["stop_sequences"])
+    user = (body.get("metadata") or {}).get("user_id")
+    if isinstance(user, str) and user:
+        out["user"] = user
+    if body.get("stream"):
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+def _message_id(openai_id: object) -> str:
+    text = str(openai_id or "unknown")
+    return text if text.startswith("msg_") else "msg_" + text.removeprefix("chatcmpl-")
+
+
+def _tool_input(arguments: object) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments) if isinstance(arguments, str) and arguments else {}
+    except json.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else {"_raw_arguments": arguments}
+
+
+def usage_from_openai(usage: Mapping[str, Any] | None) -> TokenUsage:
+    """TokenUsage from an OpenAI CompletionUsage object."""
+    usage = usage or {}
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return TokenUsage(prompt_tokens=usage.get("prompt_tokens") or 0,
+                      completion_tokens=usage.get("completion_tokens") or 0,
+                      cached_tokens=prompt_details.get("cached_tokens") or 0,
+                      reasoning_tokens=completion_details.get("reasoning_tokens") or 0)
+
+
+def _anthropic_usage(usage: TokenUsage) -> dict[str, int]:
+    return {"input_tokens": usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+            "cache_read_input_tokens": usage.cached_tokens, "output_tokens": usage.completion_tokens}
+
+
+def response_from_openai(resp: Mapping[str, Any], *, model: str) -> dict[str, Any]:
+    """An OpenAI `chat.completion` as an Anthropic message answering for the public `model` id."""
+    choice = (resp.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if isinstance(message.get("content"), str) and message["content"]:
+        content.append(_text_block(message["content"]))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
+                        "input": _tool_input(function.get("arguments"))})
+    return {"id": _message_id(resp.get("id")), "type": "message", "role": "assistant", "model": model,
+            "content": content, "stop_reason": _STOP.get(choice.get("finish_reason") or "stop", "end_turn"),
+            "stop_sequence": None, "usage": _anthropic_usage(usage_from_openai(resp.get("usage")))}
+
+
+def encode_event(event: str, data: Mapping[str, Any]) -> bytes:
+    """One Anthropic SSE event: `event:` line, `data:` line, blank line."""
+    return b"event: " + event.encode() + b"\ndata: " + msgspec.json.encode(data) + b"\n\n"
+
+
+class StreamToAnthropic:
+    """OpenAI chunks in, Anthropic (event, data) pairs out: message_start, ping, blocks, message_delta, message_stop.
+
+    Input usage is only known at the end of an OpenAI stream, so message_start carries zeros and
+    message_delta carries every count (Anthropic's message_delta usage is cumulative and overrides).
+    """
+
+    def __init__(self, *, model: str, message_id: str | None = None) -> None:
+        self._model = model
+        self._id = message_id
+        self._started = False
+        self._open: int | None = None
+        self._open_kind = ""
+        self._blocks = 0
+        self._tool_blocks: dict[int, int] = {}
+        self._stop = "end_turn"
+        self.usage = TokenUsage()
+        self.done = False
+
+    def _start(self, chunk: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        self._started = True
+        if self._id is None:
+            self._id = _message_id(chunk.get("id"))
+        message: dict[str, Any] = {"id": self._id, "type": "message", "role": "assistant", "model": self._model,
+                                   "content": [], "stop_reason": None, "stop_sequence": None,
+                                   "usage": _anthropic_usage(TokenUsage())}
+        return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+
+    def _close(self) -> list[tuple[str, dict[str, Any]]]:
+        if self._open is None:
+            return []
+        index, self._open, self._open_kind = self._open, None, ""
+        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def _begin(self, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        events = self._close()
+        self._open, self._open_kind = self._blocks, block["type"]
+        self._blocks += 1
+        events.append(("content_block_start", {"type": "content_block_start", "index": self._open,
+                                               "content_block": block}))
+        return events
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+
+    def feed(self, chunk: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The events for one OpenAI chunk."""
+        events = [] if self._started else self._start(chunk)
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = usage_from_openai(chunk["usage"])
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                if self._open_kind != "text":
+                    events += self._begin(_text_block(""))
+                assert self._open is not None
+                events.append(self._delta(self._open, {"type": "text_delta", "text": delta["content"]}))
+            for call in delta.get("tool_calls") or []:
+                tool, function = call.get("index", 0), call.get("function") or {}
+                if tool not in self._tool_blocks:
+                    events += self._begin({"type": "tool_use", "id": call.get("id") or f"toolu_{tool}",
+                                           "name": function.get("name") or "", "input": {}})
+                    self._tool_blocks[tool] = self._blocks - 1
+                if function.get("arguments"):
+                    events.append(self._delta(self._tool_blocks[tool],
+                                              {"type": "input_json_delta", "partial_json": function["arguments"]}))
+            if choice.get("finish_reason"):
+                self._stop = _STOP.get(choice["finish_reason"], "end_turn")
+                events += self._close()
+        return events
+
+    def finish(self) -> list[tuple[str, dict[str, Any]]]:
+        """The closing events, once the OpenAI stream ended (`[DONE]`): message_delta with usage, message_stop."""
+        events = ([] if self._started else self._start({})) + self._close()
+        events.append(("message_delta", {"type": "message_delta",
+                                         "delta": {"stop_reason": self._stop, "stop_sequence": None},
+                                         "usage": _anthropic_usage(self.usage)}))
+        events.append(("message_stop", {"type": "message_stop"}))
+        self.done = True
+        return events
+
+
+def error_body(error_type: str, message: str, request_id: str | None = None) -> dict[str, Any]:
+    """An Anthropic error body."""
+    body: dict[str, Any] = {"type": "error", "error": {"type": error_type, "message": message}}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def error_from_openai(status: int, body: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI error body (Routeur's own or an upstream's) in Anthropic's shape, for /v1/messages callers."""
+    error: Mapping[str, Any] = body["error"] if isinstance(body.get("error"), dict) else {}
+    code = error.get("code")
+    error_type = ("rate_limit_error" if code == "rate_limit_exceeded"
+                  else ERROR_TYPES_BY_STATUS.get(status, "api_error" if status >= 500 else "invalid_request_error"))
+    return error_body(error_type, str(error.get("message") or f"HTTP {status}"))
+

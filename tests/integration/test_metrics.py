@@ -1,0 +1,55 @@
+"""Prometheus series and the overhead header, read from the running processes."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import openai
+
+from launcher.stack import Stack
+from tests.conftest import http_json, wait_for
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:  # noqa: S310 (loopback)
+        assert response.headers["Content-Type"].startswith("text/plain")
+        return response.read().decode()
+
+
+def _value(text: str, series: str) -> float:
+    match = re.search(rf"^{re.escape(series)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match, f"{series} not exposed"
+    return float(match.group(1))
+
+
+def test_proxy_metrics_and_overhead_header(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=stack.secrets["ROUTEUR_API_KEY"], max_retries=0)
+    before = _scrape(stack.proxy_url)
+    label = 'routeur_proxy_requests_total{model="gpt-4o-mini",provider="openai",status="200"}'
+    start = _value(before, label) if label in before else 0.0
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini",
+                                                           messages=[{"role": "user", "content": "hi"}])
+    overhead = float(raw.headers["x-routeur-overhead-ms"])
+    assert 0 <= overhead < 1000
+    list(client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                        stream=True))
+    status, _ = http_json("POST", f"{stack.proxy_url}/v1/chat/completions", token="rk-nobody", body={})
+    assert status == 401
+    text = _scrape(stack.proxy_url)
+    assert _value(text, label) == start + 2
+    assert _value(text, "routeur_proxy_overhead_seconds_count") >= 2
+    assert 'routeur_proxy_upstream_latency_seconds_bucket{le="0.005",provider="openai"}' in text
+    assert 'routeur_proxy_ttft_seconds_count{provider="openai"}' in text
+    assert _value(text, "routeur_proxy_in_flight_requests") == 0
+    assert "routeur_proxy_trace_backlog" in text
+
+
+def test_tracer_metrics_count_inserts(stack: Stack) -> None:
+    tracer = stack.children["tracer"].url
+    inserted = wait_for(lambda: _value(_scrape(tracer), "routeur_tracer_inserted_total"))
+    text = _scrape(tracer)
+    assert inserted >= 1 and _value(text, "routeur_tracer_batch_size_count") >= 1
+    assert _value(text, "routeur_tracer_failed_inserts_total") == 0
+    assert _value(text, "routeur_tracer_consumer_lag") >= 0
+    assert "routeur_tracer_insert_seconds_bucket" in text
