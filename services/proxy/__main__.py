@@ -35,7 +35,7 @@ async def main(stop: asyncio.Event) -> None:
         publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s, max_body_bytes=settings.max_body_bytes,
         metrics=ProxyMetrics())
     runner = await serve(make_app(state), host=settings.host,
-                         port=settings.port, shutdown_timeout=20.0)
+                         port=settings.port, shutdown_timeout=settings.drain_timeout_s)
     log.info("proxy_started", port=settings.port, providers=sorted(targets),
              emulated=sorted(name for name, t in targets.items() if t.emulated))
     await stop.wait()

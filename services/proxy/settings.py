@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True):
     connect_timeout_s: float
     read_timeout_s: float
     query_timeout_s: float
+    drain_timeout_s: float
     log_level: str
 
     def key_ring(self) -> KeyRing:
@@ -53,6 +54,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         connect_timeout_s=env_float(environ, "UPSTREAM_CONNECT_TIMEOUT_S", 5.0),
         read_timeout_s=env_float(environ, "UPSTREAM_READ_TIMEOUT_S", 120.0),
         query_timeout_s=env_float(environ, "PROXY_QUERY_TIMEOUT_S", 5.0),
+        drain_timeout_s=env_float(environ, "PROXY_DRAIN_TIMEOUT_S", 20.0),
         log_level=env_str(environ, "LOG_LEVEL", "INFO"),
     )
     try:
