@@ -11,6 +11,8 @@ class Provider(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: str
     base_url: str
     api_key_env: str
+    base_url_env: str = ""
+    api_version: str = ""
 
 
 class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -27,7 +27,8 @@ async def main(stop: asyncio.Event) -> None:
     publisher = TracePublisher(js)
     publisher.start()
     session = client_session()
-    targets = providers.resolve_targets(settings.catalog, settings.provider_keys, settings.emulator_url)
+    targets = providers.resolve_targets(settings.catalog, settings.provider_keys, settings.emulator_url,
+                                        base_urls=settings.provider_urls)
     state = ProxyState(
         keys=settings.key_ring(), catalog=settings.catalog, targets=targets,
         upstream=chat.Upstream(session, connect_timeout_s=settings.connect_timeout_s,

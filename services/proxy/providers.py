@@ -18,13 +18,22 @@ class Target(msgspec.Struct, frozen=True):
     emulated: bool
 
 
-def resolve_targets(catalog: Catalog, keys: dict[str, Secret], emulator_url: str) -> dict[str, Target]:
+# Wire formats the proxy can speak today; routes in any other format are listed as unavailable.
+SUPPORTED_FORMATS = frozenset({"openai"})
+
+
+def resolve_targets(catalog: Catalog, keys: dict[str, Secret], emulator_url: str, *,
+                    base_urls: dict[str, str] | None = None,
+                    formats: frozenset[str] = SUPPORTED_FORMATS) -> dict[str, Target]:
     """Targets for every provider that can be called: its own key, else the emulator when configured."""
     targets: dict[str, Target] = {}
     for name, provider in catalog.providers.items():
+        if provider.format not in formats:
+            continue
         key = keys.get(name)
         if key:
-            targets[name] = Target(name, provider.base_url.rstrip("/"), key, provider.format, emulated=False)
+            base_url = (base_urls or {}).get(name) or provider.base_url
+            targets[name] = Target(name, base_url.rstrip("/"), key, provider.format, emulated=False)
         elif emulator_url:
             targets[name] = Target(name, emulator_url.rstrip("/") + "/v1", Secret("emulator"), provider.format,
                                    emulated=True)

@@ -21,6 +21,7 @@ class Settings(msgspec.Struct, frozen=True):
     api_keys: Secret
     catalog: Catalog
     provider_keys: dict[str, Secret]
+    provider_urls: dict[str, str]
     emulator_url: str
     max_body_bytes: int
     connect_timeout_s: float
@@ -41,6 +42,8 @@ def load(environ: Mapping[str, str]) -> Settings:
         raise SettingsError(f"ROUTEUR_CATALOG: {exc}") from None
     provider_keys = {name: Secret(environ[p.api_key_env]) for name, p in catalog.providers.items()
                      if environ.get(p.api_key_env)}
+    provider_urls = {name: environ[p.base_url_env] for name, p in catalog.providers.items()
+                     if p.base_url_env and environ.get(p.base_url_env)}
     settings = Settings(
         host=env_str(environ, "PROXY_HOST", "127.0.0.1"),
         port=env_int(environ, "PROXY_PORT", 8080),
@@ -49,6 +52,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         api_keys=env_secret(environ, "ROUTEUR_API_KEYS"),
         catalog=catalog,
         provider_keys=provider_keys,
+        provider_urls=provider_urls,
         emulator_url=env_str(environ, "ROUTEUR_EMULATOR_URL", ""),
         max_body_bytes=env_int(environ, "PROXY_MAX_BODY_BYTES", 8 * 1024 * 1024),
         connect_timeout_s=env_float(environ, "UPSTREAM_CONNECT_TIMEOUT_S", 5.0),
