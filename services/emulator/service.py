@@ -22,7 +22,7 @@ RECORDED_REQUESTS = 1000
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
 HANG_POLL_S = 0.05
 
-_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
+_CREDENTIAL_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
 _STATIC_HEADERS = {
     "openai-version": "2020-10-01",
     "openai-organization": "emulator",
@@ -35,7 +35,7 @@ _STATIC_HEADERS = {
 }
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 _ENCODER = msgspec.json.Encoder()
-_INVALID = object()
+INVALID = object()
 
 
 class RequestLog:
@@ -57,8 +57,8 @@ class RequestLog:
                 "query": request.query_string,
                 "headers": headers,
                 "key_sha256": _key_fingerprint(request),
-                "body": None if body is _INVALID else body,
-                "raw_body": raw.decode("utf-8", "replace") if body is _INVALID and raw else None,
+                "body": None if body is INVALID else body,
+                "raw_body": raw.decode("utf-8", "replace") if body is INVALID and raw else None,
             }
         )
 
@@ -88,11 +88,11 @@ STATE = web.AppKey("emulator_state", EmulatorState)
 
 def _key_fingerprint(request: web.Request) -> str | None:
     """First 16 hex of sha256(bearer token), so tests can tell which upstream key was used."""
-    token = _bearer(request)
+    token = bearer(request)
     return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
 
 
-def _bearer(request: web.Request) -> str:
+def bearer(request: web.Request) -> str:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
 
@@ -112,14 +112,14 @@ def _json(status: int, body: object, started: float, extra: dict[str, str] | Non
     return web.Response(status=status, body=_ENCODER.encode(body), content_type="application/json", headers=headers)
 
 
-def _decode(raw: bytes) -> object:
+def decode(raw: bytes) -> object:
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError:
-        return _INVALID
+        return INVALID
 
 
-def _drop_connection(request: web.Request) -> web.Response:
+def drop_connection(request: web.Request) -> web.Response:
     """Close the socket without a (complete) response; aiohttp then skips the reply quietly."""
     transport = request.transport
     if transport is not None:
@@ -127,12 +127,12 @@ def _drop_connection(request: web.Request) -> web.Response:
     return web.Response()
 
 
-async def _sleep_ms(ms: int) -> None:
+async def sleep_ms(ms: int) -> None:
     if ms > 0:
         await asyncio.sleep(ms / 1000)
 
 
-async def _hang(request: web.Request, stopping: asyncio.Event) -> None:
+async def hang(request: web.Request, stopping: asyncio.Event) -> None:
     """Never answer: wait until the client gives up or the emulator shuts down."""
     while not stopping.is_set():
         transport = request.transport
@@ -145,10 +145,10 @@ async def _intercept(
     request: web.Request, state: EmulatorState, fault: Fault, model: str, started: float, *, streaming: bool
 ) -> web.Response | None:
     """Apply the latency and failure parts of `fault`; a response to send instead of the answer, or None."""
-    await _sleep_ms(fault.plan.latency_ms)
+    await sleep_ms(fault.plan.latency_ms)
     if fault.hang:
-        await _hang(request, state.stopping)
-        return _drop_connection(request)
+        await hang(request, state.stopping)
+        return drop_connection(request)
     if fault.status:
         plan = fault.plan
         body = oa.status_error_body(
@@ -157,7 +157,7 @@ async def _intercept(
         extra = {"retry-after": str(plan.retry_after)} if plan.retry_after is not None else None
         return _json(fault.status, body, started, extra)
     if fault.drop_after_chunks >= 0 and not streaming:
-        return _drop_connection(request)
+        return drop_connection(request)
     return None
 
 
@@ -165,9 +165,9 @@ async def _admit(request: web.Request, started: float) -> tuple[EmulatorState, o
     """Read and record the request, then check the API key; returns the state, the body and any refusal."""
     state = request.app[STATE]
     raw = await request.read()
-    body = _decode(raw) if raw else _INVALID
+    body = decode(raw) if raw else INVALID
     state.requests.add(request, raw, body)
-    if not _bearer(request):
+    if not bearer(request):
         return state, body, _json(401, oa.missing_key_body(), started)
     return state, body, None
 
@@ -180,7 +180,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state, body, refusal = await _admit(request, started)
     if refusal is not None:
         return refusal
-    error = oa.validate_chat_request(None if body is _INVALID else body)
+    error = oa.validate_chat_request(None if body is INVALID else body)
     if error is not None:
         return _json(400, error, started)
     assert isinstance(body, dict)
@@ -192,7 +192,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     completion_id = "chatcmpl-" + uuid.uuid4().hex[:29]
     created = int(time.time())
     if not streaming:
-        await _sleep_ms(fault.plan.ttft_ms)
+        await sleep_ms(fault.plan.ttft_ms)
         return _json(200, oa.completion_body(reply, completion_id=completion_id, created=created), started)
     options = body.get("stream_options") or {}
     chunks = oa.stream_chunks(
@@ -216,13 +216,13 @@ async def _stream(
     try:
         await response.prepare(request)
         for index, chunk in enumerate(chunks):
-            await _sleep_ms(fault.plan.ttft_ms if index == 0 else fault.plan.chunk_interval_ms)
+            await sleep_ms(fault.plan.ttft_ms if index == 0 else fault.plan.chunk_interval_ms)
             if index == drop:
-                _drop_connection(request)
+                drop_connection(request)
                 return response
             await response.write(b"data: " + _ENCODER.encode(chunk) + b"\n\n")
         if drop >= 0:
-            _drop_connection(request)
+            drop_connection(request)
             return response
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -248,14 +248,14 @@ async def embeddings(request: web.Request) -> web.Response:
     state, body, refusal = await _admit(request, started)
     if refusal is not None:
         return refusal
-    error = oa.validate_embedding_request(None if body is _INVALID else body)
+    error = oa.validate_embedding_request(None if body is INVALID else body)
     if error is not None:
         return _json(400, error, started)
     assert isinstance(body, dict)
     fault = state.faults.decide(body["model"])
     if (early := await _intercept(request, state, fault, body["model"], started, streaming=False)) is not None:
         return early
-    await _sleep_ms(fault.plan.ttft_ms)
+    await sleep_ms(fault.plan.ttft_ms)
     return _json(200, oa.embedding_body(body), started)
 
 
@@ -335,4 +335,9 @@ def make_app(settings: Settings) -> web.Application:
     app.router.add_get("/_emulator/requests", get_requests)
     app.router.add_delete("/_emulator/requests", clear_requests)
     add_health_routes(app, ready)
+    # The other wire formats register themselves; imported here because they import this module.
+    from services.emulator import anthropic_routes, gemini_routes
+
+    anthropic_routes.register(app)
+    gemini_routes.register(app)
     return app

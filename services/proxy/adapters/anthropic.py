@@ -46,8 +46,10 @@ _ERRORS: dict[str, tuple[str, str | None, int]] = {
     "overloaded_error": ("server_error", "overloaded", 503),
 }
 ERROR_TYPES_BY_STATUS = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-                 403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-                 429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error"}
+                         403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                         429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error",
+                         529: "overloaded_error"}
+"""The Anthropic error type for an HTTP status (when a body does not say)."""
 _DECODER = msgspec.json.Decoder()
 
 
@@ -359,16 +361,24 @@ def from_upstream(resp: Mapping[str, Any], *, model: str, created: int | None = 
 
 
 def parse_event(raw: bytes) -> tuple[str, dict[str, Any]] | None:
-    """(event name, data) of one SSE event from an Anthropic stream; None for comments or empty events."""
-    name, data = "", b""
+    """(event name, data) of one SSE event from an Anthropic stream; None for comments or empty events.
+
+    Raises StreamError (api_error) when the data is not a JSON object.
+    """
+    name, lines = "", []
     for line in raw.splitlines():
         if line.startswith(b"event:"):
             name = line[6:].strip().decode()
         elif line.startswith(b"data:"):
-            data += line[5:].strip()
-    if not data:
+            lines.append(line[5:].strip())
+    if not lines:
         return None
-    decoded = _DECODER.decode(data)
+    try:
+        decoded = _DECODER.decode(b"\n".join(lines))
+    except msgspec.DecodeError as exc:
+        raise StreamError("api_error", f"malformed {name or 'stream'} event from upstream: {exc}") from None
+    if not isinstance(decoded, dict):
+        raise StreamError("api_error", f"malformed {name or 'stream'} event from upstream: not a JSON object")
     return (name or str(decoded.get("type", ""))), decoded
 
 

@@ -29,6 +29,29 @@ def _arguments(value: object) -> str:
     return json.dumps(value if value is not None else {}, ensure_ascii=False, separators=(",", ":"))
 
 
+def check_request(body: object) -> dict[str, Any]:
+    """A /v1/messages body checked for what every route needs; raises TranslationError naming the field."""
+    if not isinstance(body, dict):
+        raise TranslationError("request body must be a JSON object")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise TranslationError("model: Field required", param="model")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise TranslationError("max_tokens: a positive integer is required", param="max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise TranslationError("messages: at least one message is required", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
+            raise TranslationError(f"messages.{i}.role: Input should be 'user' or 'assistant'",
+                                   param=f"messages.{i}.role")
+        if not isinstance(message.get("content"), (str, list)):
+            raise TranslationError(f"messages.{i}.content: Field required", param=f"messages.{i}.content")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise TranslationError("stream: Input should be a valid boolean", param="stream")
+    return body
+
+
 def _plain(content: object, where: str, model: str) -> str | list[dict[str, Any]]:
     """A system prompt or tool result (string or text blocks) as OpenAI content: a string or text parts."""
     if isinstance(content, str):
@@ -123,13 +146,17 @@ def request_to_openai(body: Mapping[str, Any]) -> dict[str, Any]:
         where, role, content = f"messages.{i}", message.get("role"), message.get("content")
         if isinstance(content, str):
             messages.append({"role": role, "content": content})
+        elif role == "system":
+            messages.append({"role": "system", "content": _plain(content, f"{where}.content", model)})
         elif not isinstance(content, list):
             raise TranslationError(f"'{where}.content' must be a string or an array", param=f"{where}.content")
         elif role == "assistant":
             messages.append(_openai_assistant(content, where, model))
         else:
             messages.extend(_openai_user(content, where, model))
-    out: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": body.get("max_tokens")}
+    out: dict[str, Any] = {"model": model, "messages": messages}
+    if body.get("max_tokens") is not None:
+        out["max_tokens"] = body["max_tokens"]
     tools = body.get("tools")
     if tools:
         functions = []

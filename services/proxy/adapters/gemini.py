@@ -29,6 +29,8 @@ _SCHEMA_KEYS = frozenset({
     "propertyOrdering", "default", "items", "minimum", "maximum",
 })
 """The OpenAPI-subset `Schema` fields Gemini's function `parameters` accept; anything else is rejected upstream."""
+_FORMATS = frozenset({"enum", "date-time", "int32", "int64", "float", "double"})
+"""String formats other than `enum` and `date-time` are rejected by Gemini; numeric ones are accepted."""
 
 _FINISH_REASONS = {
     "STOP": "stop", "MAX_TOKENS": "length",
@@ -69,9 +71,10 @@ def model_path(upstream_model: str) -> str:
 def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict[str, Any]]:
     """An OpenAI chat-completions request → (path under `/v1beta/`, Gemini `GenerateContentRequest`).
 
-    Raises UnsupportedParameter naming the first field that has no faithful Gemini translation.
+    Raises UnsupportedParameter naming the first field that has no faithful Gemini translation (and the
+    model the caller asked for).
     """
-    model = upstream_model
+    model = str(body.get("model") or upstream_model)
     _check_params(body, model)
     system_parts: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
@@ -279,6 +282,9 @@ def clean_schema(schema: object, root: Mapping[str, Any] | None = None, depth: i
         elif key == "enum":
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 out[key] = value
+        elif key == "format":
+            if value in _FORMATS:
+                out[key] = value
         else:
             out[key] = value
     if "const" in schema and isinstance(schema["const"], str):
@@ -345,10 +351,11 @@ def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     if stop:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
     response_format = body.get("response_format")
-    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    spec: Mapping[str, Any] = response_format if isinstance(response_format, dict) else {}
+    kind = spec.get("type")
     if kind in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
-        schema = (response_format.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
+        schema = (spec.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
         if isinstance(schema, dict):
             config["responseJsonSchema"] = schema
     elif response_format is not None and kind != "text":
@@ -412,7 +419,8 @@ def from_upstream(resp: Mapping[str, Any], *, model: str, created: int | None = 
     choices = []
     for position, candidate in enumerate(resp.get("candidates") or []):
         index = int(candidate.get("index", position))
-        texts, calls = [], []
+        texts: list[str] = []
+        calls: list[dict[str, Any]] = []
         for part in (candidate.get("content") or {}).get("parts") or []:
             if "functionCall" in part:
                 calls.append(_tool_call(part, response_id, index, len(calls)))

@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# One image for every Routeur service. The first argument (or ROUTEUR_SERVICE) picks the service:
+#   docker build -t routeur:dev .
+#   docker run --rm -p 8080:8080 -e PROXY_HOST=0.0.0.0 … routeur:dev proxy
+# Kubernetes runs it with `args: ["<service>"]` (deploy/k8s), as uid 10001 with a read-only root.
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/routeur
+WORKDIR /src
+# Only what the package is built from (pyproject's packages); tests, bench and deploy stay out.
+COPY pyproject.toml ./
+COPY proto ./proto
+COPY services ./services
+COPY catalog ./catalog
+COPY launcher ./launcher
+RUN /opt/routeur/bin/pip install --upgrade pip \
+ && /opt/routeur/bin/pip install .
+
+FROM python:3.11-slim
+ENV PATH=/opt/routeur/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    ROUTEUR_SERVICE=proxy
+RUN groupadd --system --gid 10001 routeur \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin routeur
+COPY --from=build /opt/routeur /opt/routeur
+WORKDIR /opt/routeur
+USER 10001:10001
+# Ports by service: proxy 8080, router 8081, billing 8082, tracer 8083, archiver 8084, emulator 8090.
+EXPOSE 8080
+# `exec` makes Python PID 1, so SIGTERM reaches the service's graceful drain directly.
+ENTRYPOINT ["/bin/sh", "-c", "exec python -m \"services.${1:-$ROUTEUR_SERVICE}\"", "routeur"]
+CMD []
