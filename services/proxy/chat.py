@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 
 from catalog import pricing
@@ -16,6 +16,7 @@ from proto import codec
 from proto.trace import Attempt, TraceEvent
 from services.proxy import openai_wire as wire
 from services.proxy.auth import Principal
+from services.proxy.dialects import DIALECTS, Dialect, StreamBroken, StreamDecoder, UpstreamCall
 from services.proxy.errors import NotFound, ProxyError, UpstreamError, UpstreamUnavailable
 from services.proxy.providers import Target
 
@@ -104,27 +105,32 @@ def resolve(call: Call, body: dict[str, Any], catalog_model: Model | None, route
 
 
 class Upstream:
-    """Calls an OpenAI-format provider over one shared keep-alive session."""
+    """Calls providers over one shared keep-alive session."""
 
     def __init__(self, session: aiohttp.ClientSession, *, connect_timeout_s: float, read_timeout_s: float) -> None:
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s,
                                               sock_read=read_timeout_s)
 
-    def post(self, target: Target, body: dict[str, Any]) -> Any:
-        headers = {"Authorization": f"Bearer {target.api_key.reveal()}", "Content-Type": "application/json"}
-        return self._session.post(f"{target.base_url}/chat/completions", data=codec.encode(body), headers=headers,
-                                  timeout=self._timeout)
+    def post(self, call: UpstreamCall) -> Any:
+        return self._session.post(call.url, data=call.body, headers=call.headers, timeout=self._timeout)
+
+
+def _upstream_failure(dialect: Dialect, status: int, raw: bytes) -> UpstreamError:
+    status, error = dialect.error(status, raw)
+    return UpstreamError(error["error"]["message"], status=status, code=error["error"]["code"] or "upstream_error")
 
 
 async def complete(call: Call, upstream: Upstream, target: Target, body: dict[str, Any],
                    *, inline_trace: bool) -> tuple[web.Response, TraceEvent]:
-    """Non-streaming: one upstream call, the body passed through (plus `routeur_trace` when asked)."""
-    route = call.route
-    assert route is not None
+    """Non-streaming: one upstream call; OpenAI-format bodies pass through (plus `routeur_trace` when asked)."""
+    route, model = call.route, call.model
+    assert route is not None and model is not None
+    dialect = DIALECTS[target.format]
+    outbound = dialect.request(target, body, route.upstream_model)
     call.upstream_started = time.perf_counter()
     try:
-        async with upstream.post(target, wire.upstream_body(body, route.upstream_model)) as response:
+        async with upstream.post(outbound) as response:
             raw = await response.read()
             status = response.status
     except TimeoutError:
@@ -137,8 +143,12 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
     call.upstream_ended = call.first_byte = time.perf_counter()
     _attempt(call, route, status, None if status < 400 else "http_error")
     if status >= 400:
-        error = wire.upstream_error_body(raw, status)
-        raise UpstreamError(error["error"]["message"], status=status, code=error["error"]["code"] or "upstream_error")
+        raise _upstream_failure(dialect, status, raw)
+    try:
+        raw = dialect.response(raw, model=model.id)
+    except (msgspec.DecodeError, ValueError, KeyError, TypeError):
+        raise UpstreamUnavailable(f"the provider {route.provider!r} sent a response Routeur cannot read",
+                                  code="upstream_bad_response") from None
     call.status_code = status
     call.usage = wire.response_usage(raw)
     trace = call.trace()
@@ -152,12 +162,14 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
 async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,
                  *, inline_trace: bool) -> tuple[web.StreamResponse, TraceEvent]:
     """Streaming: SSE events forwarded as they arrive; usage read from the final chunk on the way."""
-    route = call.route
-    assert route is not None
+    route, model = call.route, call.model
+    assert route is not None and model is not None
     caller_wants_usage = wire.wants_usage_chunk(body)
+    dialect = DIALECTS[target.format]
+    outbound = dialect.request(target, body, route.upstream_model)
     call.upstream_started = time.perf_counter()
     try:
-        context = upstream.post(target, wire.upstream_body(body, route.upstream_model))
+        context = upstream.post(outbound)
         response = await context.__aenter__()
     except TimeoutError:
         _attempt(call, route, 504, "timeout")
@@ -171,16 +183,15 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
             raw = await response.read()
             call.upstream_ended = time.perf_counter()
             _attempt(call, route, response.status, "http_error")
-            error = wire.upstream_error_body(raw, response.status)
-            raise UpstreamError(error["error"]["message"], status=response.status,
-                                code=error["error"]["code"] or "upstream_error")
+            raise _upstream_failure(dialect, response.status, raw)
         out = web.StreamResponse(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "x-request-id": call.request_id,
             OVERHEAD_HEADER: f"{(call.upstream_started - call.started) * 1000:.3f}"})
         await out.prepare(request)
         call.status_code = 200
-        trace = await _relay(call, response, out, caller_wants_usage=caller_wants_usage, inline_trace=inline_trace)
+        trace = await _relay(call, response, out, dialect.stream(model=model.id),
+                             caller_wants_usage=caller_wants_usage, inline_trace=inline_trace)
         return out, trace
     finally:
         await context.__aexit__(None, None, None)
@@ -204,35 +215,44 @@ async def _send_eof(out: web.StreamResponse) -> None:
         raise _CallerGone from None
 
 
-async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamResponse, *,
-                 caller_wants_usage: bool, inline_trace: bool) -> TraceEvent:
+async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamResponse, decoder: StreamDecoder,
+                 *, caller_wants_usage: bool, inline_trace: bool) -> TraceEvent:
     route = call.route
     assert route is not None
     buffer = bytearray()
     finished = False
+    broken: dict[str, Any] = {"error": _INTERRUPTED}
+
+    async def forward(events: list[bytes]) -> None:
+        nonlocal finished
+        ready = []
+        for event in events:
+            if wire.is_done(event):
+                finished = True
+                continue
+            if call.stream_head is None:
+                call.stream_head = wire.event_head(event)
+            usage, usage_only = wire.event_usage(event)
+            if usage is not None:
+                call.usage = usage
+            if usage_only and not caller_wants_usage:
+                continue
+            ready.append(event)
+        if ready:
+            if call.first_byte is None:
+                call.first_byte = time.perf_counter()
+            await _send(out, b"".join(ready))
+
     try:
         try:
             async for data in response.content.iter_any():
                 buffer += data
-                ready = []
-                for event in wire.split_events(buffer):
-                    if wire.is_done(event):
-                        finished = True
-                        continue
-                    if call.stream_head is None:
-                        call.stream_head = wire.event_head(event)
-                    usage, usage_only = wire.event_usage(event)
-                    if usage is not None:
-                        call.usage = usage
-                    if usage_only and not caller_wants_usage:
-                        continue
-                    ready.append(event)
-                if ready:
-                    if call.first_byte is None:
-                        call.first_byte = time.perf_counter()
-                    await _send(out, b"".join(ready))
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            call.error_type = "timeout" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+                await forward(decoder.events(buffer))
+            await forward(decoder.close())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            call.error_type = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        except StreamBroken as exc:
+            call.error_type, broken = "upstream_stream_error", exc.body
         call.upstream_ended = time.perf_counter()
         if finished:
             _attempt(call, route, 200, None)
@@ -244,11 +264,12 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
                     "choices": [], "routeur_trace": trace}) + b"\n\n")
             await _send(out, wire.DONE)
         else:
-            call.status_code, call.error_code = 502, _INTERRUPTED["code"]
+            call.status_code = 502
+            call.error_code = broken["error"].get("code") or _INTERRUPTED["code"]
             call.error_type = call.error_type or "stream_interrupted"
             _attempt(call, route, 502, call.error_type)
             trace = call.trace()
-            await _send(out, b"data: " + codec.encode({"error": _INTERRUPTED}) + b"\n\n")
+            await _send(out, b"data: " + codec.encode(broken) + b"\n\n")
         await _send_eof(out)
     except _CallerGone:
         call.upstream_ended = call.upstream_ended or time.perf_counter()

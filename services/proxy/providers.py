@@ -18,8 +18,10 @@ class Target(msgspec.Struct, frozen=True):
     emulated: bool
 
 
-# Wire formats the proxy can speak today; routes in any other format are listed as unavailable.
-SUPPORTED_FORMATS = frozenset({"openai"})
+# Wire formats the proxy can speak today (services/proxy/dialects.py), and where the emulator serves each;
+# routes in any other format (azure, bedrock: not yet) are listed as unavailable.
+EMULATOR_PATHS = {"openai": "/v1", "anthropic": "/v1", "gemini": "/v1beta"}
+SUPPORTED_FORMATS = frozenset(EMULATOR_PATHS)
 
 
 def resolve_targets(catalog: Catalog, keys: dict[str, Secret], emulator_url: str, *,
@@ -35,8 +37,8 @@ def resolve_targets(catalog: Catalog, keys: dict[str, Secret], emulator_url: str
             base_url = (base_urls or {}).get(name) or provider.base_url
             targets[name] = Target(name, base_url.rstrip("/"), key, provider.format, emulated=False)
         elif emulator_url:
-            targets[name] = Target(name, emulator_url.rstrip("/") + "/v1", Secret("emulator"), provider.format,
-                                   emulated=True)
+            targets[name] = Target(name, emulator_url.rstrip("/") + EMULATOR_PATHS[provider.format],
+                                   Secret("emulator"), provider.format, emulated=True)
     return targets
 
 

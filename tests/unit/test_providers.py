@@ -27,7 +27,9 @@ def test_provider_without_credentials_is_unavailable_unless_emulated() -> None:
     names = {m.id for m in providers.available_models(catalog, real)}
     assert "gpt-4o-mini" in names and "deepseek-chat" not in names
     emulated = providers.resolve_targets(catalog, {}, "http://127.0.0.1:9/")
-    assert all(t.emulated and t.base_url == "http://127.0.0.1:9/v1" for t in emulated.values())
+    assert all(t.emulated and t.base_url == "http://127.0.0.1:9" + providers.EMULATOR_PATHS[t.format]
+               for t in emulated.values())
+    assert {"anthropic", "gemini"} <= set(emulated)
 
 
 def test_unsupported_formats_are_skipped_and_base_url_can_be_overridden() -> None:
@@ -40,3 +42,9 @@ def test_unsupported_formats_are_skipped_and_base_url_can_be_overridden() -> Non
     assert model is not None
     route = providers.first_route(model, {"together": targets["together"]})
     assert route is not None and route.provider == "together"
+
+
+def test_every_supported_format_has_a_dialect() -> None:
+    from services.proxy.dialects import DIALECTS
+
+    assert set(DIALECTS) == set(providers.SUPPORTED_FORMATS)
