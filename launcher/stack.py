@@ -61,12 +61,18 @@ class Stack:
         self._monitor: threading.Thread | None = None
 
     def _load_secrets(self) -> dict[str, str]:
-        """Admin token and demo key, made once per data dir so they survive restarts."""
+        """Admin token, demo key and billing's key-hashing secret, made once per data dir (survive restarts)."""
         path = self.data_dir / "secrets.env"
+        values: dict[str, str] = {}
         if path.exists():
-            return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-        values = {"ROUTEUR_ADMIN_TOKEN": "rt-admin-" + secrets.token_urlsafe(24),
-                  "ROUTEUR_API_KEY": "rk-" + secrets.token_urlsafe(32)}
+            values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        wanted = {"ROUTEUR_ADMIN_TOKEN": lambda: "rt-admin-" + secrets.token_urlsafe(24),
+                  "ROUTEUR_API_KEY": lambda: "rk-" + secrets.token_urlsafe(32),
+                  "BILLING_KEY_SECRET": lambda: secrets.token_urlsafe(48)}
+        if all(name in values for name in wanted):
+            return values
+        for name, make in wanted.items():
+            values.setdefault(name, make())
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
         path.chmod(0o600)
@@ -87,6 +93,8 @@ class Stack:
             "OBJECT_STORE_URL": self.config.object_store_url or env.get("OBJECT_STORE_URL")
             or f"file://{self.data_dir / 'objects'}",
             "ROUTEUR_ADMIN_TOKEN": self.secrets["ROUTEUR_ADMIN_TOKEN"],
+            "BILLING_KEY_SECRET": self.secrets["BILLING_KEY_SECRET"],
+            "BILLING_DATA_DIR": str(self.data_dir / "billing"),
             "ROUTEUR_API_KEYS": env.get("ROUTEUR_API_KEYS")
             or f"{self.secrets['ROUTEUR_API_KEY']}=org_demo:key_demo",
         })

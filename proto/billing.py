@@ -10,7 +10,7 @@ import msgspec
 Period = Literal["total", "day", "month"]
 
 
-class KeyLimits(msgspec.Struct, frozen=True, omit_defaults=True):
+class KeyLimits(msgspec.Struct, frozen=True):
     """A key's spend and rate limits; None means unlimited. `max_spend_usd` applies per `period` (UTC)."""
 
     max_spend_usd: Decimal | None = None
@@ -19,7 +19,7 @@ class KeyLimits(msgspec.Struct, frozen=True, omit_defaults=True):
     token_limit_tpm: int | None = None
 
 
-class KeySettings(msgspec.Struct, frozen=True, omit_defaults=True):
+class KeySettings(msgspec.Struct, frozen=True):
     """Per-key behaviour the proxy applies (payload archive and DLP issues)."""
 
     archive_payloads: bool = False
@@ -219,3 +219,11 @@ def event_msg_id(event: LedgerEvent) -> str:
         case KeyRevoked(api_key_id=key_id):
             return f"key_revoked:{key_id}"
     raise TypeError(f"not a ledger event: {type(event).__name__}")
+
+
+_EVENTS: msgspec.json.Decoder[LedgerEvent] = msgspec.json.Decoder(LedgerEvent)
+
+
+def decode_event(data: bytes) -> LedgerEvent:
+    """One ledger event from the stream; raises msgspec.DecodeError / ValidationError on bad input."""
+    return _EVENTS.decode(data)

@@ -1,1 +1,1 @@
-"""Billing: wallets, API keys, budgets and rate limits; the one authority on spend. Skeleton until the billing issue."""
+"""Billing: wallets, API keys, budgets and rate limits; the one authority on spend."""

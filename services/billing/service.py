@@ -1,0 +1,148 @@
+"""Billing's NATS edge: auth, admit and settle request/reply handlers, and the reservation expiry loop.
+
+Scaling: one billing process is the authority for spend (admission is in-memory, tens of thousands
+per second, so one process serves many proxies). Billing subscribes without a queue group on
+purpose: two replicas sharing a subject would each hold a partial view of the reservations. To
+scale out, shard organizations across replicas by subject (e.g. `routeur.billing.admit.<shard>`,
+shard carried in the key secret's prefix) with one ledger stream subject per shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from proto import codec, subjects
+from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, Settle, SettleReply
+from services.billing import errors
+from services.billing.ledger import Ledger
+from services.billing.store import LedgerStore
+from services.common.logs import get_logger
+
+log = get_logger()
+
+_AUTH = msgspec.json.Decoder(AuthRequest)
+_ADMIT = msgspec.json.Decoder(AdmitRequest)
+_SETTLE = msgspec.json.Decoder(Settle)
+
+
+class Billing:
+    """Owns the subscriptions; every decision is the ledger's, every write goes through the store."""
+
+    def __init__(self, nc: Client, store: LedgerStore, *, expire_interval_s: float = 1.0) -> None:
+        self._nc = nc
+        self.store = store
+        self.ledger: Ledger = store.ledger
+        self._expire_interval_s = expire_interval_s
+        self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._expiry: asyncio.Task[None] | None = None
+        self.admits = 0
+        self.settles = 0
+
+    async def start(self) -> None:
+        self._subs.append(await self._nc.subscribe(subjects.BILLING_AUTH, cb=self._on_auth))
+        self._subs.append(await self._nc.subscribe(subjects.BILLING_ADMIT, cb=self._on_admit))
+        self._subs.append(await self._nc.subscribe(subjects.BILLING_SETTLE, cb=self._on_settle))
+        self._subs.append(await self._nc.subscribe(subjects.ping_subject("billing"), cb=self._on_ping))
+        self._expiry = asyncio.create_task(self._expire_loop(), name="reservation-expiry")
+
+    async def stop(self) -> None:
+        """Stop taking requests, finish the settlements in flight, stop the expiry loop."""
+        for sub in self._subs:
+            await sub.drain()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            await asyncio.gather(self._expiry, return_exceptions=True)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._expire_interval_s)
+            expired = self.ledger.expire(time.time())
+            if expired:
+                log.info("reservations_expired", count=expired)
+
+    async def _on_ping(self, msg: Msg) -> None:
+        await msg.respond(b"pong")
+
+    async def _on_auth(self, msg: Msg) -> None:
+        try:
+            request = _AUTH.decode(msg.data)
+            key = self.ledger.authenticate(request.api_key)
+            if key is None:
+                reply = _auth_error(errors.AuthError("invalid API key"))
+            else:
+                reply = AuthReply(ok=True, api_key_id=key.id, organization_id=key.organization_id,
+                                  limits=key.limits, settings=key.settings)
+        except (msgspec.DecodeError, UnicodeError) as exc:
+            reply = _auth_error(errors.InvalidRequest(f"bad auth request: {exc}"))
+        await _respond(msg, reply)
+
+    async def _on_admit(self, msg: Msg) -> None:
+        """The hot path: decode, one HMAC, dict lookups and Decimal arithmetic, respond. No awaits but the reply."""
+        try:
+            request = _ADMIT.decode(msg.data)
+            key_ref = self.ledger.digest(request.api_key) if request.api_key else request.api_key_id
+            if not key_ref:
+                reply = AdmitReply(admitted=False, code=errors.INVALID_API_KEY, status=401,
+                                   type="invalid_request_error", message="missing API key")
+            else:
+                reply = self.ledger.admit(key_ref, request.request_id, request.reserve_usd, request.reserve_tokens,
+                                          time.time())
+        except (msgspec.DecodeError, UnicodeError) as exc:
+            reply = AdmitReply(admitted=False, code=errors.INVALID_REQUEST, status=400,
+                               type="invalid_request_error", message=f"bad admit request: {exc}")
+        except Exception as exc:  # a bug must answer (the proxy fails closed) rather than kill the subscriber
+            log.exception("admit_failed", error=type(exc).__name__)
+            reply = AdmitReply(admitted=False, code="internal_error", status=500, type="server_error",
+                               message="billing failed to decide; see its log")
+        self.admits += 1
+        await _respond(msg, reply)
+
+    async def _on_settle(self, msg: Msg) -> None:
+        """Settlements wait on JetStream, so each runs as its own task: they pipeline instead of queueing."""
+        task = asyncio.create_task(self._settle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, msg: Msg) -> None:
+        try:
+            request = _SETTLE.decode(msg.data)
+            event = self.ledger.settlement(request.request_id, request.cost_usd, request.total_tokens,
+                                           now_ms=int(time.time() * 1000), api_key_id=request.api_key_id,
+                                           organization_id=request.organization_id)
+            duplicate = True if event is None else await self.store.append(event)
+            reply = SettleReply(ok=True, duplicate=duplicate)
+            self.settles += 1
+        except (msgspec.DecodeError, UnicodeError) as exc:
+            reply = SettleReply(ok=False, code=errors.INVALID_REQUEST, status=400, message=f"bad settle: {exc}")
+        except errors.BillingError as exc:
+            reply = SettleReply(ok=False, code=exc.code, status=exc.status, message=exc.message,
+                                retryable=exc.status >= 500)
+            if exc.status >= 500:
+                log.warning("settle_not_stored", code=exc.code)
+        except Exception as exc:  # a bug: answer retryable so the proxy keeps the settlement
+            log.exception("settle_failed", error=type(exc).__name__)
+            reply = SettleReply(ok=False, code="internal_error", status=500, message="billing failed to settle",
+                                retryable=True)
+        await _respond(msg, reply)
+
+
+def _auth_error(error: errors.BillingError) -> AuthReply:
+    return AuthReply(ok=False, code=error.code, message=error.message, status=error.status, type=error.type)
+
+
+async def _respond(msg: Msg, reply: Any) -> None:
+    if msg.reply:
+        try:
+            await msg.respond(codec.encode(reply))
+        except Exception as exc:  # connection lost mid-reply: the requester times out and retries
+            log.warning("reply_failed", error=type(exc).__name__)
