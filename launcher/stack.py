@@ -12,6 +12,7 @@ from pathlib import Path
 
 from launcher import procs
 from launcher.nats import NatsServer
+from launcher.seed import seed_demo
 
 # Order matters: dependencies first, the proxy (the public port) last.
 SERVICES = ("emulator", "tracer", "router", "billing", "archiver", "proxy")
@@ -95,8 +96,6 @@ class Stack:
             "ROUTEUR_ADMIN_TOKEN": self.secrets["ROUTEUR_ADMIN_TOKEN"],
             "BILLING_KEY_SECRET": self.secrets["BILLING_KEY_SECRET"],
             "BILLING_DATA_DIR": str(self.data_dir / "billing"),
-            "ROUTEUR_API_KEYS": env.get("ROUTEUR_API_KEYS")
-            or f"{self.secrets['ROUTEUR_API_KEY']}=org_demo:key_demo",
         })
         for child in self.children.values():
             env[_PORT_VARS[child.name]] = str(child.port)
@@ -115,6 +114,8 @@ class Stack:
             self.children[name] = Child(name, port, self.logs / f"{name}.log")
         for name in self.children:
             self.start_service(name, timeout=timeout)
+        seed_demo(self.children["billing"].url, admin_token=self.secrets["ROUTEUR_ADMIN_TOKEN"],
+                  api_key=self.secrets["ROUTEUR_API_KEY"])
         self.write_env()
         if self.config.supervise:
             self._monitor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)

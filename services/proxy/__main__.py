@@ -12,6 +12,7 @@ from services.common.lifecycle import run_service
 from services.common.logs import configure_logging, get_logger
 from services.proxy import chat, providers
 from services.proxy import settings as settings_module
+from services.proxy.billing_client import BillingClient
 from services.proxy.metrics import ProxyMetrics
 from services.proxy.publisher import TracePublisher
 from services.proxy.service import ProxyState, client_session, make_app
@@ -29,8 +30,10 @@ async def main(stop: asyncio.Event) -> None:
     session = client_session()
     targets = providers.resolve_targets(settings.catalog, settings.provider_keys, settings.emulator_url,
                                         base_urls=settings.provider_urls)
+    billing = BillingClient(nc, timeout_s=settings.billing_timeout_s)
+    billing.start()
     state = ProxyState(
-        keys=settings.key_ring(), catalog=settings.catalog, targets=targets,
+        keys=settings.key_ring(), billing=billing, catalog=settings.catalog, targets=targets,
         upstream=chat.Upstream(session, connect_timeout_s=settings.connect_timeout_s,
                                read_timeout_s=settings.read_timeout_s),
         publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s, max_body_bytes=settings.max_body_bytes,
@@ -43,6 +46,7 @@ async def main(stop: asyncio.Event) -> None:
     log.info("proxy_stopping")
     await runner.cleanup()
     await publisher.close(timeout=10.0)
+    await billing.close(timeout=10.0)
     await session.close()
     await nc.drain()
     log.info("proxy_stopped", published=publisher.published)

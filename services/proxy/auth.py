@@ -1,4 +1,4 @@
-"""API-key authentication against a key ring (static until billing owns keys)."""
+"""Who is calling: the admin token is checked here; API keys are billing's (services/proxy/billing_client.py)."""
 
 from __future__ import annotations
 
@@ -32,18 +32,6 @@ class KeyRing:
     def __init__(self, entries: dict[str, Principal], *, admin_token: str) -> None:
         self._by_digest = {_digest(secret): principal for secret, principal in entries.items()}
         self._admin_digest = _digest(admin_token) if admin_token else None
-
-    @classmethod
-    def parse(cls, spec: str, *, admin_token: str) -> KeyRing:
-        """`secret=org_id:key_id,secret2=org2:key2` → a KeyRing; raises ValueError naming the bad entry."""
-        entries: dict[str, Principal] = {}
-        for index, item in enumerate(filter(None, (part.strip() for part in spec.split(",")))):
-            secret, _, owner = item.partition("=")
-            org, _, key_id = owner.partition(":")
-            if not secret or not org or not key_id:
-                raise ValueError(f"API key entry #{index + 1} must look like SECRET=ORG_ID:KEY_ID")
-            entries[secret] = Principal(organization_id=org, api_key_id=key_id)
-        return cls(entries, admin_token=admin_token)
 
     def authenticate(self, authorization: str | None, *, allow_admin: bool = False) -> Principal | None:
         """The principal for an `Authorization: Bearer …` header, or None."""

@@ -47,6 +47,7 @@ class Call:
     error_code: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     stream_head: wire.ChunkHead | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
 
     def fail(self, error: ProxyError) -> None:
         self.status_code = error.status
@@ -155,7 +156,7 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
     if inline_trace:
         raw = raw.rstrip()[:-1] + b',"routeur_trace":' + codec.encode(trace) + b"}"
     overhead = time.perf_counter() - call.started - (call.upstream_ended - call.upstream_started)
-    headers = {"x-request-id": call.request_id, OVERHEAD_HEADER: f"{overhead * 1000:.3f}"}
+    headers = {"x-request-id": call.request_id, OVERHEAD_HEADER: f"{overhead * 1000:.3f}", **call.response_headers}
     return web.Response(status=status, body=raw, content_type="application/json", headers=headers), trace
 
 
@@ -187,7 +188,7 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
         out = web.StreamResponse(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "x-request-id": call.request_id,
-            OVERHEAD_HEADER: f"{(call.upstream_started - call.started) * 1000:.3f}"})
+            OVERHEAD_HEADER: f"{(call.upstream_started - call.started) * 1000:.3f}", **call.response_headers})
         await out.prepare(request)
         call.status_code = 200
         trace = await _relay(call, response, out, dialect.stream(model=model.id),

@@ -25,6 +25,8 @@ class ProxyError(Exception):
     type = "server_error"
     code = "internal_error"
 
+    headers: dict[str, str] = {}
+
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
                  status: int | None = None) -> None:
         super().__init__(message)
@@ -87,7 +89,7 @@ class ServiceUnavailable(ProxyError):
 
 def error_response(error: ProxyError, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
     """Render any ProxyError as the OpenAI error JSON with the request id header."""
-    all_headers = {"x-request-id": request_id}
+    all_headers = {"x-request-id": request_id, **error.headers}
     if headers:
         all_headers.update(headers)
     return web.Response(status=error.status, body=codec.encode(error.body()), content_type="application/json",

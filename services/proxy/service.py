@@ -15,6 +15,7 @@ from nats.errors import Error as NatsError
 
 from catalog.schema import Catalog
 from proto import codec, subjects
+from proto.billing import AdmitReply, AdmitRequest, Settle
 from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply
 from services.common.health import add_health_routes
 from services.common.ids import is_ulid, new_ulid
@@ -22,7 +23,8 @@ from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
 from services.proxy import chat, providers
 from services.proxy import openai_wire as wire
-from services.proxy.auth import KeyRing, Principal
+from services.proxy.auth import ADMIN, KeyRing, Principal
+from services.proxy.billing_client import BillingClient, reservation
 from services.proxy.errors import (
     AuthError,
     BodyTooLarge,
@@ -43,6 +45,7 @@ log = get_logger()
 @dataclass(frozen=True)
 class ProxyState:
     keys: KeyRing
+    billing: BillingClient
     catalog: Catalog
     targets: dict[str, Target]
     upstream: chat.Upstream
@@ -104,19 +107,32 @@ def _too_large(request: web.Request) -> BodyTooLarge:
     return BodyTooLarge(f"request body is larger than the limit of {limit} bytes (PROXY_MAX_BODY_BYTES)")
 
 
-def _principal(request: web.Request, *, allow_admin: bool = False) -> Principal:
-    principal = request.app[STATE].keys.authenticate(request.headers.get("Authorization"), allow_admin=allow_admin)
-    if principal is None:
-        raise AuthError("Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.")
-    return principal
+def _api_key(request: web.Request) -> str:
+    authorization = request.headers.get("Authorization", "")
+    if authorization.startswith("Bearer "):
+        return authorization[7:].strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+async def _principal(request: web.Request, *, allow_admin: bool = False) -> Principal:
+    """The admin (when allowed and the admin token is presented) or the key's owner, as billing says."""
+    state = request.app[STATE]
+    key = _api_key(request)
+    if not key:
+        raise AuthError("No API key provided. Send it as 'Authorization: Bearer <key>'.")
+    if allow_admin and state.keys.authenticate(f"Bearer {key}", allow_admin=True) is not None:
+        return ADMIN
+    reply = await state.billing.authenticate(key)
+    return Principal(organization_id=reply.organization_id, api_key_id=reply.api_key_id or "")
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    principal = _principal(request)
+    principal = await _principal(request)
     call = chat.Call(request_id=request[REQUEST_ID], principal=principal, started=time.perf_counter(),
                      started_ms=int(time.time() * 1000))
     inline_trace = request.headers.get("Routeur-Trace", "").lower() == "true"
+    admitted: AdmitReply | None = None
     state.metrics.in_flight.inc()
     try:
         try:
@@ -126,8 +142,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         body = wire.parse_body(raw)
         model = state.catalog.model(body["model"])
         chat.resolve(call, body, model, providers.first_route(model, state.targets) if model else None)
-        assert call.route is not None
+        assert call.route is not None and call.model is not None
         target = state.targets[call.route.provider]
+        reserve_usd, reserve_tokens = reservation(body, len(raw), call.model, call.route)
+        admitted = await state.billing.admit(AdmitRequest(
+            request_id=call.request_id, reserve_usd=reserve_usd, reserve_tokens=reserve_tokens,
+            api_key=_api_key(request), model=call.model.id))
+        call.response_headers.update(admitted.rate_limits.headers())
         if call.stream:
             response, trace = await chat.stream(call, state.upstream, target, body, request, inline_trace=inline_trace)
         else:
@@ -136,16 +157,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         call.fail(error)
         if call.upstream_ended:
             request[UPSTREAM_S] = call.upstream_ended - call.upstream_started
-        _finish(state, call.trace())
+        _finish(state, call.trace(), admitted=admitted)
         raise
     finally:
         state.metrics.in_flight.dec()
-    _finish(state, trace)
+    _finish(state, trace, admitted=admitted)
     return response
 
 
-def _finish(state: ProxyState, trace: TraceEvent) -> None:
+def _finish(state: ProxyState, trace: TraceEvent, *, admitted: AdmitReply | None) -> None:
+    """Publish the trace; settle what billing admitted (failures settle at cost 0, releasing the reservation)."""
     state.publisher.submit(trace)
+    if admitted is not None:
+        state.billing.settle(Settle(request_id=trace.request_id, api_key_id=trace.api_key_id,
+                                    organization_id=trace.organization_id, cost_usd=trace.cost_usd,
+                                    total_tokens=trace.total_tokens))
     state.metrics.observe(trace)
     log.info("request", status=trace.status_code, model=trace.model, provider=trace.provider,
              stream=trace.stream, latency_ms=trace.latency_ms, tokens=trace.total_tokens)
@@ -153,7 +179,7 @@ def _finish(state: ProxyState, trace: TraceEvent) -> None:
 
 async def list_models(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    _principal(request, allow_admin=True)
+    await _principal(request, allow_admin=True)
     created = int(time.mktime(time.strptime(state.catalog.as_of, "%Y-%m-%d")))
     data = [{"id": model.id, "object": "model", "created": created,
              "owned_by": (providers.first_route(model, state.targets) or model.routes[0]).provider}
@@ -163,7 +189,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def get_trace(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    principal = _principal(request, allow_admin=True)
+    principal = await _principal(request, allow_admin=True)
     request_id = request.match_info["request_id"]
     if not is_ulid(request_id):
         raise NotFound(f"no trace with id {request_id[:40]!r}", code="trace_not_found")
@@ -179,7 +205,7 @@ async def get_trace(request: web.Request) -> web.Response:
 
 async def list_logs(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    principal = _principal(request, allow_admin=True)
+    principal = await _principal(request, allow_admin=True)
     query = request.query
     try:
         logs_query = LogsQuery(

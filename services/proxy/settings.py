@@ -18,7 +18,6 @@ class Settings(msgspec.Struct, frozen=True):
     port: int
     nats_url: str
     admin_token: Secret
-    api_keys: Secret
     catalog: Catalog
     provider_keys: dict[str, Secret]
     provider_urls: dict[str, str]
@@ -27,11 +26,13 @@ class Settings(msgspec.Struct, frozen=True):
     connect_timeout_s: float
     read_timeout_s: float
     query_timeout_s: float
+    billing_timeout_s: float
     drain_timeout_s: float
     log_level: str
 
     def key_ring(self) -> KeyRing:
-        return KeyRing.parse(self.api_keys.reveal(), admin_token=self.admin_token.reveal())
+        """Only the admin token: API keys belong to billing."""
+        return KeyRing({}, admin_token=self.admin_token.reveal())
 
 
 def load(environ: Mapping[str, str]) -> Settings:
@@ -49,7 +50,6 @@ def load(environ: Mapping[str, str]) -> Settings:
         port=env_int(environ, "PROXY_PORT", 8080),
         nats_url=env_str(environ, "NATS_URL", "nats://127.0.0.1:4222"),
         admin_token=env_secret(environ, "ROUTEUR_ADMIN_TOKEN"),
-        api_keys=env_secret(environ, "ROUTEUR_API_KEYS"),
         catalog=catalog,
         provider_keys=provider_keys,
         provider_urls=provider_urls,
@@ -58,11 +58,8 @@ def load(environ: Mapping[str, str]) -> Settings:
         connect_timeout_s=env_float(environ, "UPSTREAM_CONNECT_TIMEOUT_S", 5.0),
         read_timeout_s=env_float(environ, "UPSTREAM_READ_TIMEOUT_S", 120.0),
         query_timeout_s=env_float(environ, "PROXY_QUERY_TIMEOUT_S", 5.0),
+        billing_timeout_s=env_float(environ, "PROXY_BILLING_TIMEOUT_S", 2.0),
         drain_timeout_s=env_float(environ, "PROXY_DRAIN_TIMEOUT_S", 20.0),
         log_level=env_str(environ, "LOG_LEVEL", "INFO"),
     )
-    try:
-        settings.key_ring()
-    except ValueError as exc:
-        raise SettingsError(f"ROUTEUR_API_KEYS: {exc}") from None
     return settings

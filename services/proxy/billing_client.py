@@ -1,0 +1,144 @@
+"""The proxy's side of billing: authenticate, admit with a reservation, settle in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from decimal import Decimal
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+
+from catalog import pricing
+from catalog.schema import Model, Route
+from proto import codec, subjects
+from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, Settle, SettleReply
+from services.common.logs import get_logger
+from services.proxy.errors import ProxyError, ServiceUnavailable
+
+log = get_logger()
+
+_AUTH_TTL_S = 5.0
+_AUTH_CACHE_MAX = 10_000
+
+
+def reservation(body: dict[str, Any], raw_size: int, model: Model, route: Route) -> tuple[Decimal, int]:
+    """Worst-case (USD, tokens) of a request: prompt estimated from the body size (≈ 4 bytes a token),
+    output = max_tokens, else the model's output cap; priced at full input price (no cache discount)."""
+    prompt = math.ceil(raw_size / 4)
+    requested = body.get("max_completion_tokens") or body.get("max_tokens")
+    output = min(int(requested), model.max_output_tokens) if isinstance(requested, int) else model.max_output_tokens
+    return pricing.cost_usd(route, prompt_tokens=prompt, completion_tokens=output), prompt + output
+
+
+class BillingRefused(ProxyError):
+    """Billing said no: the status, type and code are billing's own."""
+
+    def __init__(self, reply: AdmitReply | AuthReply) -> None:
+        super().__init__(reply.message or "refused by billing", code=reply.code or "refused",
+                         status=reply.status if reply.status >= 400 else 403)
+        self.type = reply.type or "invalid_request_error"
+        self.headers: dict[str, str] = {}
+        if isinstance(reply, AdmitReply):
+            self.headers = reply.rate_limits.headers()
+            if reply.retry_after_s is not None:
+                self.headers["Retry-After"] = str(max(1, math.ceil(reply.retry_after_s)))
+
+
+class BillingClient:
+    """Request/reply to the billing service; it is the one authority on keys and spend."""
+
+    def __init__(self, nc: Client, *, timeout_s: float) -> None:
+        self._nc = nc
+        self._timeout = timeout_s
+        self._auth_cache: dict[str, tuple[float, AuthReply]] = {}
+        self._settles: deque[Settle] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def _ask(self, subject: str, message: Any) -> bytes:
+        try:
+            reply = await self._nc.request(subject, codec.encode(message), timeout=self._timeout)
+        except (NatsError, TimeoutError):
+            raise ServiceUnavailable("billing is unavailable; requests are refused until it is back",
+                                     code="billing_unavailable") from None
+        return reply.data  # type: ignore[no-any-return]
+
+    async def authenticate(self, api_key: str) -> AuthReply:
+        """The key's owner and limits (cached a few seconds); raises BillingRefused for a bad key."""
+        now = time.monotonic()
+        cached = self._auth_cache.get(api_key)
+        if cached is not None and cached[0] > now:
+            reply = cached[1]
+        else:
+            reply = codec.decode(await self._ask(subjects.BILLING_AUTH, AuthRequest(api_key=api_key)), AuthReply)
+            if len(self._auth_cache) >= _AUTH_CACHE_MAX:
+                self._auth_cache.clear()
+            self._auth_cache[api_key] = (now + _AUTH_TTL_S, reply)
+        if not reply.ok:
+            raise BillingRefused(reply)
+        return reply
+
+    async def admit(self, request: AdmitRequest) -> AdmitReply:
+        """Reserve the request's worst case; raises BillingRefused (402/429/401) or ServiceUnavailable."""
+        reply = codec.decode(await self._ask(subjects.BILLING_ADMIT, request), AdmitReply)
+        if not reply.admitted:
+            raise BillingRefused(reply)
+        return reply
+
+    def settle(self, settle: Settle) -> None:
+        """Queue a settlement; it is retried until billing confirms it (idempotent by request id)."""
+        self._settles.append(settle)
+        self._wakeup.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._settles)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="billing-settler")
+
+    async def _send(self, settle: Settle) -> bool:
+        try:
+            reply = codec.decode(await self._ask(subjects.BILLING_SETTLE, settle), SettleReply)
+        except ServiceUnavailable:
+            return False
+        if not reply.ok and not reply.retryable:
+            log.error("settle_rejected", request_id=settle.request_id, code=reply.code)
+            return True
+        return reply.ok
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            if not self._settles:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = [self._settles.popleft() for _ in range(min(256, len(self._settles)))]
+            results = await asyncio.gather(*(self._send(item) for item in batch))
+            failed = [item for item, ok in zip(batch, results, strict=True) if not ok]
+            if failed:
+                self._settles.extendleft(reversed(failed))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            else:
+                delay = 0.1
+
+    async def close(self, timeout: float) -> None:
+        """Deliver queued settlements (up to `timeout` seconds), then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        except TimeoutError:
+            log.error("settlements_undelivered", backlog=len(self._settles))
+            self._task.cancel()
