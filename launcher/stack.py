@@ -27,6 +27,7 @@ class Child:
     name: str
     port: int
     log_path: Path
+    service: str = ""
     proc: subprocess.Popen[bytes] | None = None
     wanted: bool = True
     restarts: int = 0
@@ -46,6 +47,7 @@ class StackConfig:
     object_store_url: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
     supervise: bool = True
+    proxies: int = 1  # extra proxy processes are named proxy-2, proxy-3, … (the proxy tier scales alone)
 
 
 class Stack:
@@ -85,7 +87,7 @@ class Stack:
             return not any(os.environ.get(var) or self.config.extra_env.get(var) for var in _PROVIDER_KEY_VARS)
         return mode == "on"
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, child: Child) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "PYTHONUNBUFFERED": "1",
@@ -97,8 +99,10 @@ class Stack:
             "BILLING_KEY_SECRET": self.secrets["BILLING_KEY_SECRET"],
             "BILLING_DATA_DIR": str(self.data_dir / "billing"),
         })
-        for child in self.children.values():
-            env[_PORT_VARS[child.name]] = str(child.port)
+        for other in self.children.values():
+            if other.service == other.name:
+                env[_PORT_VARS[other.service]] = str(other.port)
+        env[_PORT_VARS[child.service]] = str(child.port)
         if "emulator" in self.children:
             env["ROUTEUR_EMULATOR_URL"] = self.children["emulator"].url
         env.update(self.config.extra_env)
@@ -111,7 +115,10 @@ class Stack:
             if name == "emulator" and not self._emulator_wanted():
                 continue
             port = self.config.proxy_port if name == "proxy" and self.config.proxy_port else procs.free_port()
-            self.children[name] = Child(name, port, self.logs / f"{name}.log")
+            self.children[name] = Child(name, port, self.logs / f"{name}.log", service=name)
+        for index in range(2, self.config.proxies + 1):
+            name = f"proxy-{index}"
+            self.children[name] = Child(name, procs.free_port(), self.logs / f"{name}.log", service="proxy")
         for name in self.children:
             self.start_service(name, timeout=timeout)
         seed_demo(self.children["billing"].url, admin_token=self.secrets["ROUTEUR_ADMIN_TOKEN"],
@@ -125,7 +132,7 @@ class Stack:
         child = self.children[name]
         with self._lock:
             child.wanted = True
-            child.proc = procs.spawn([sys.executable, "-m", f"services.{name}"], env=self._env(),
+            child.proc = procs.spawn([sys.executable, "-m", f"services.{child.service}"], env=self._env(child),
                                      log_path=child.log_path, cwd=Path(__file__).resolve().parent.parent)
         procs.wait_until(lambda: procs.http_ok(f"{child.url}/readyz"), timeout, what=name, proc=child.proc,
                          log_path=child.log_path)
@@ -182,7 +189,7 @@ class Stack:
             "ROUTEUR_DATA_DIR": str(self.data_dir),
         }
         for name, child in self.children.items():
-            values[f"ROUTEUR_{name.upper()}_URL"] = child.url
+            values[f"ROUTEUR_{name.upper().replace('-', '_')}_URL"] = child.url
         return values
 
     def write_env(self) -> Path:

@@ -22,7 +22,7 @@ T = TypeVar("T")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole system as separate processes, the emulator as every provider."""
     data_dir: Path = tmp_path_factory.mktemp("routeur")
-    running = Stack(StackConfig(data_dir=data_dir, proxy_port=0, emulator="on",
+    running = Stack(StackConfig(data_dir=data_dir, proxy_port=0, emulator="on", proxies=2,
                                 extra_env={"TRACER_FLUSH_INTERVAL_S": "0.05", "LOG_LEVEL": "INFO",
                                            "PROXY_MAX_BODY_BYTES": str(1 << 20)}))
     try:
