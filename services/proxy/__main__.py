@@ -30,7 +30,7 @@ async def main(stop: asyncio.Event) -> None:
     session = client_session()
     targets = providers.resolve_targets(settings.catalog, settings.provider_keys, settings.emulator_url,
                                         base_urls=settings.provider_urls)
-    billing = BillingClient(nc, timeout_s=settings.billing_timeout_s)
+    billing = BillingClient(nc, timeout_s=settings.billing_timeout_s, fail_open_s=settings.billing_fail_open_s)
     billing.start()
     state = ProxyState(
         keys=settings.key_ring(), billing=billing, catalog=settings.catalog, targets=targets,

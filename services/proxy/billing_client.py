@@ -51,9 +51,11 @@ class BillingRefused(ProxyError):
 class BillingClient:
     """Request/reply to the billing service; it is the one authority on keys and spend."""
 
-    def __init__(self, nc: Client, *, timeout_s: float) -> None:
+    def __init__(self, nc: Client, *, timeout_s: float, fail_open_s: float = 0.0) -> None:
         self._nc = nc
         self._timeout = timeout_s
+        self._fail_open_s = fail_open_s
+        self._last_answer = float("-inf")
         self._auth_cache: dict[str, tuple[float, AuthReply]] = {}
         self._settles: deque[Settle] = deque()
         self._wakeup = asyncio.Event()
@@ -66,6 +68,7 @@ class BillingClient:
         except (NatsError, TimeoutError):
             raise ServiceUnavailable("billing is unavailable; requests are refused until it is back",
                                      code="billing_unavailable") from None
+        self._last_answer = time.monotonic()
         return reply.data  # type: ignore[no-any-return]
 
     async def authenticate(self, api_key: str) -> AuthReply:
@@ -75,20 +78,45 @@ class BillingClient:
         if cached is not None and cached[0] > now:
             reply = cached[1]
         else:
-            reply = codec.decode(await self._ask(subjects.BILLING_AUTH, AuthRequest(api_key=api_key)), AuthReply)
-            if len(self._auth_cache) >= _AUTH_CACHE_MAX:
-                self._auth_cache.clear()
-            self._auth_cache[api_key] = (now + _AUTH_TTL_S, reply)
+            try:
+                reply = codec.decode(await self._ask(subjects.BILLING_AUTH, AuthRequest(api_key=api_key)),
+                                     AuthReply)
+            except ServiceUnavailable:
+                if cached is None or not self._in_grace(now):
+                    raise
+                reply = cached[1]  # billing went quiet: keep vouching for a key it recently accepted
+            else:
+                if len(self._auth_cache) >= _AUTH_CACHE_MAX:
+                    self._auth_cache.clear()
+                self._auth_cache[api_key] = (now + _AUTH_TTL_S, reply)
         if not reply.ok:
             raise BillingRefused(reply)
         return reply
 
+    def _in_grace(self, now: float) -> bool:
+        return self._fail_open_s > 0 and now - self._last_answer <= self._fail_open_s
+
     async def admit(self, request: AdmitRequest) -> AdmitReply:
         """Reserve the request's worst case; raises BillingRefused (402/429/401) or ServiceUnavailable."""
-        reply = codec.decode(await self._ask(subjects.BILLING_ADMIT, request), AdmitReply)
+        try:
+            reply = codec.decode(await self._ask(subjects.BILLING_ADMIT, request), AdmitReply)
+        except ServiceUnavailable:
+            reply = self._fail_open(request)
         if not reply.admitted:
             raise BillingRefused(reply)
         return reply
+
+    def _fail_open(self, request: AdmitRequest) -> AdmitReply:
+        """Within the configured grace after billing's last answer, admit keys it recently vouched for
+        (no reservation: the settlement is queued and applied when billing is back). Else fail closed."""
+        cached = self._auth_cache.get(request.api_key or "")
+        if cached is None or not cached[1].ok or not self._in_grace(time.monotonic()):
+            raise ServiceUnavailable("billing is unavailable; requests are refused until it is back",
+                                     code="billing_unavailable")
+        log.warning("billing_fail_open", request_id=request.request_id)
+        auth = cached[1]
+        return AdmitReply(admitted=True, api_key_id=auth.api_key_id, organization_id=auth.organization_id,
+                          settings=auth.settings)
 
     def settle(self, settle: Settle) -> None:
         """Queue a settlement; it is retried until billing confirms it (idempotent by request id)."""

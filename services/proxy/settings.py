@@ -27,6 +27,7 @@ class Settings(msgspec.Struct, frozen=True):
     read_timeout_s: float
     query_timeout_s: float
     billing_timeout_s: float
+    billing_fail_open_s: float
     drain_timeout_s: float
     log_level: str
 
@@ -59,6 +60,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         read_timeout_s=env_float(environ, "UPSTREAM_READ_TIMEOUT_S", 120.0),
         query_timeout_s=env_float(environ, "PROXY_QUERY_TIMEOUT_S", 5.0),
         billing_timeout_s=env_float(environ, "PROXY_BILLING_TIMEOUT_S", 2.0),
+        billing_fail_open_s=env_float(environ, "PROXY_BILLING_FAIL_OPEN_S", 0.0),
         drain_timeout_s=env_float(environ, "PROXY_DRAIN_TIMEOUT_S", 20.0),
         log_level=env_str(environ, "LOG_LEVEL", "INFO"),
     )

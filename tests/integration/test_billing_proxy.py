@@ -103,3 +103,17 @@ def test_billing_down_fails_closed_fast(stack: Stack) -> None:
     finally:
         stack.start_service("billing")
     assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices
+
+
+def test_tpm_limit_counts_reserved_tokens(stack: Stack) -> None:
+    _, key = _org_with_key(stack, topup="10", token_limit_tpm=300)
+    client = _client(stack, key)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=100)
+    assert raw.headers["x-ratelimit-limit-tokens"] == "300"
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 300
+    with pytest.raises(openai.RateLimitError) as caught:
+        for _ in range(5):
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=100)
+    response = caught.value.response
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert int(response.headers["retry-after"]) >= 1 and response.headers["x-ratelimit-reset-tokens"]
