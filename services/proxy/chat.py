@@ -34,6 +34,7 @@ class Call:
     principal: Principal
     started: float
     started_ms: int
+    endpoint: str = ENDPOINT
     requested_model: str = ""
     model: Model | None = None
     route: Route | None = None
@@ -67,7 +68,7 @@ class Call:
             timestamp_ms=self.started_ms,
             organization_id=self.principal.organization_id or "",
             api_key_id=self.principal.api_key_id,
-            endpoint=ENDPOINT,
+            endpoint=self.endpoint,
             requested_model=self.requested_model,
             model=self.model.id if self.model else self.requested_model,
             provider=route.provider if route else "",
@@ -161,7 +162,8 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
 
 
 async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,
-                 *, inline_trace: bool) -> tuple[web.StreamResponse, TraceEvent]:
+                 *, inline_trace: bool,
+                 stream_class: type[web.StreamResponse] = web.StreamResponse) -> tuple[web.StreamResponse, TraceEvent]:
     """Streaming: SSE events forwarded as they arrive; usage read from the final chunk on the way."""
     route, model = call.route, call.model
     assert route is not None and model is not None
@@ -185,7 +187,7 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
             call.upstream_ended = time.perf_counter()
             _attempt(call, route, response.status, "http_error")
             raise _upstream_failure(dialect, response.status, raw)
-        out = web.StreamResponse(status=200, headers={
+        out = stream_class(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "x-request-id": call.request_id,
             OVERHEAD_HEADER: f"{(call.upstream_started - call.started) * 1000:.3f}", **call.response_headers})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,10 +128,18 @@ async def _principal(request: web.Request, *, allow_admin: bool = False) -> Prin
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await serve_chat(request, parse=wire.parse_body, endpoint=chat.ENDPOINT)
+
+
+async def serve_chat(request: web.Request, *, parse: Callable[[bytes], dict[str, Any]], endpoint: str,
+                     stream_class: type[web.StreamResponse] = web.StreamResponse) -> web.StreamResponse:
+    """The whole chat pipeline for any inbound format whose `parse` yields an OpenAI chat body:
+    auth, validation, routing, admission, the upstream call, trace and settlement. Non-streaming
+    answers are OpenAI JSON; streams are written as OpenAI SSE events through `stream_class`."""
     state = request.app[STATE]
     principal = await _principal(request)
     call = chat.Call(request_id=request[REQUEST_ID], principal=principal, started=time.perf_counter(),
-                     started_ms=int(time.time() * 1000))
+                     started_ms=int(time.time() * 1000), endpoint=endpoint)
     inline_trace = request.headers.get("Routeur-Trace", "").lower() == "true"
     admitted: AdmitReply | None = None
     state.metrics.in_flight.inc()
@@ -139,7 +148,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise _too_large(request) from None
-        body = wire.parse_body(raw)
+        body = parse(raw)
         model = state.catalog.model(body["model"])
         chat.resolve(call, body, model, providers.first_route(model, state.targets) if model else None)
         assert call.route is not None and call.model is not None
@@ -150,7 +159,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             api_key=_api_key(request), model=call.model.id))
         call.response_headers.update(admitted.rate_limits.headers())
         if call.stream:
-            response, trace = await chat.stream(call, state.upstream, target, body, request, inline_trace=inline_trace)
+            response, trace = await chat.stream(call, state.upstream, target, body, request,
+                                                inline_trace=inline_trace, stream_class=stream_class)
         else:
             response, trace = await chat.complete(call, state.upstream, target, body, inline_trace=inline_trace)
     except ProxyError as error:
