@@ -93,8 +93,9 @@ def _key_fingerprint(request: web.Request) -> str | None:
 
 
 def bearer(request: web.Request) -> str:
+    """The caller's key: `Authorization: Bearer …`, or Azure OpenAI's `api-key` header."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    return token.strip() if scheme.lower() == "bearer" else request.headers.get("api-key", "").strip()
 
 
 def _headers(started: float) -> dict[str, str]:
@@ -173,6 +174,13 @@ async def _admit(request: web.Request, started: float) -> tuple[EmulatorState, o
 
 
 # --------------------------------------------------------------------------- OpenAI routes
+
+
+async def azure_chat_completions(request: web.Request) -> web.StreamResponse:
+    """Azure OpenAI's shape of the same call: deployment in the path, `api-version` required, `api-key` header."""
+    if not request.query.get("api-version"):
+        return _json(404, {"error": {"code": "404", "message": "Resource not found"}}, time.monotonic())
+    return await chat_completions(request)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -325,6 +333,7 @@ def make_app(settings: Settings) -> web.Application:
 
     app.on_shutdown.append(on_shutdown)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure_chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)
     app.router.add_post("/v1/embeddings", embeddings)

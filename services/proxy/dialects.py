@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import msgspec
 
@@ -81,6 +82,18 @@ class OpenAIDialect:
 
     def error(self, status: int, raw: bytes) -> tuple[int, dict[str, Any]]:
         return status, wire.upstream_error_body(raw, status)
+
+
+class AzureDialect(OpenAIDialect):
+    """Azure OpenAI: the OpenAI wire format at `/openai/deployments/{deployment}/chat/completions`,
+    `api-version` from the catalog's provider entry, the key in an `api-key` header."""
+
+    def request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
+        deployment = quote(upstream_model, safe="")
+        return UpstreamCall(
+            f"{target.base_url}/openai/deployments/{deployment}/chat/completions?api-version={target.api_version}",
+            {"api-key": target.api_key.reveal(), "Content-Type": "application/json"},
+            codec.encode(wire.upstream_body(body, upstream_model)))
 
 
 class _AnthropicStream:
@@ -171,5 +184,5 @@ class GeminiDialect:
         return status, gemini.error_to_openai(status, raw)
 
 
-DIALECTS: dict[str, Dialect] = {"openai": OpenAIDialect(), "anthropic": AnthropicDialect(),
-                                "gemini": GeminiDialect()}
+DIALECTS: dict[str, Dialect] = {"openai": OpenAIDialect(), "azure": AzureDialect(),
+                                "anthropic": AnthropicDialect(), "gemini": GeminiDialect()}

@@ -16,11 +16,12 @@ class Target(msgspec.Struct, frozen=True):
     api_key: Secret
     format: str
     emulated: bool
+    api_version: str = ""
 
 
 # Wire formats the proxy can speak today (services/proxy/dialects.py), and where the emulator serves each;
-# routes in any other format (azure, bedrock: not yet) are listed as unavailable.
-EMULATOR_PATHS = {"openai": "/v1", "anthropic": "/v1", "gemini": "/v1beta"}
+# routes in any other format (bedrock: not yet) are listed as unavailable.
+EMULATOR_PATHS = {"openai": "/v1", "azure": "", "anthropic": "/v1", "gemini": "/v1beta"}
 SUPPORTED_FORMATS = frozenset(EMULATOR_PATHS)
 
 
@@ -35,10 +36,12 @@ def resolve_targets(catalog: Catalog, keys: dict[str, Secret], emulator_url: str
         key = keys.get(name)
         if key:
             base_url = (base_urls or {}).get(name) or provider.base_url
-            targets[name] = Target(name, base_url.rstrip("/"), key, provider.format, emulated=False)
+            targets[name] = Target(name, base_url.rstrip("/"), key, provider.format, emulated=False,
+                                   api_version=provider.api_version)
         elif emulator_url:
             targets[name] = Target(name, emulator_url.rstrip("/") + EMULATOR_PATHS[provider.format],
-                                   Secret("emulator"), provider.format, emulated=True)
+                                   Secret("emulator"), provider.format, emulated=True,
+                                   api_version=provider.api_version)
     return targets
 
 

@@ -104,3 +104,4 @@ def test_unsupported_parameter_names_parameter_and_model(client: openai.OpenAI) 
         client.chat.completions.create(model="claude-sonnet-4.5", messages=MESSAGES, logprobs=True)
     error = caught.value.response.json()["error"]
     assert error["param"] == "logprobs" and "claude" in error["message"] and error["code"] == "unsupported_parameter"
+
