@@ -43,6 +43,8 @@ def _check(catalog: Catalog, source: str) -> None:
         if model.id in seen:
             raise CatalogError(f"{where}: duplicate model id")
         seen.add(model.id)
+        if model.kind not in ("chat", "embedding"):
+            raise CatalogError(f"{where}: kind must be 'chat' or 'embedding'")
         if not model.routes:
             raise CatalogError(f"{where}: needs at least one route")
         for route in model.routes:

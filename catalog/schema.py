@@ -35,6 +35,7 @@ class Model(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     context_window: int
     routes: tuple[Route, ...]
     max_output_tokens: int = 16384
+    kind: str = "chat"  # chat | embedding
 
 
 class Catalog(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

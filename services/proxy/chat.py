@@ -17,7 +17,7 @@ from proto.trace import Attempt, TraceEvent
 from services.proxy import openai_wire as wire
 from services.proxy.auth import Principal
 from services.proxy.dialects import DIALECTS, Dialect, StreamBroken, StreamDecoder, UpstreamCall
-from services.proxy.errors import NotFound, ProxyError, UpstreamError, UpstreamUnavailable
+from services.proxy.errors import InvalidRequest, NotFound, ProxyError, UpstreamError, UpstreamUnavailable
 from services.proxy.providers import Target
 
 ENDPOINT = "/v1/chat/completions"
@@ -49,6 +49,7 @@ class Call:
     attempts: list[Attempt] = field(default_factory=list)
     stream_head: wire.ChunkHead | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
+    usage_estimated: bool = False
 
     def fail(self, error: ProxyError) -> None:
         self.status_code = error.status
@@ -89,16 +90,21 @@ class Call:
             error_type=self.error_type,
             error_code=self.error_code,
             attempts=tuple(self.attempts),
+            usage_estimated=self.usage_estimated,
         )
 
 
-def resolve(call: Call, body: dict[str, Any], catalog_model: Model | None, route: Route | None) -> None:
+def resolve(call: Call, body: dict[str, Any], catalog_model: Model | None, route: Route | None, *,
+            kind: str = "chat") -> None:
     """Fill the call's model and route, or raise NotFound for a model nobody can serve."""
     call.requested_model = body["model"]
     call.stream = bool(body.get("stream"))
     if catalog_model is None:
         raise NotFound(f"The model '{body['model']}' does not exist or you do not have access to it.",
                        param="model", code="model_not_found")
+    if catalog_model.kind != kind:
+        raise InvalidRequest(f"The model '{body['model']}' is a {catalog_model.kind} model and cannot serve "
+                             f"{call.endpoint}.", param="model", code="model_not_supported")
     if route is None:
         raise NotFound(f"The model '{body['model']}' has no provider with credentials configured.",
                        param="model", code="model_not_available")
@@ -136,14 +142,14 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
             raw = await response.read()
             status = response.status
     except TimeoutError:
-        _attempt(call, route, 504, "timeout")
+        attempt(call, route, 504, "timeout")
         raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
                                   status=504) from None
     except aiohttp.ClientError as exc:
-        _attempt(call, route, 502, type(exc).__name__)
+        attempt(call, route, 502, type(exc).__name__)
         raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
     call.upstream_ended = call.first_byte = time.perf_counter()
-    _attempt(call, route, status, None if status < 400 else "http_error")
+    attempt(call, route, status, None if status < 400 else "http_error")
     if status >= 400:
         raise _upstream_failure(dialect, status, raw)
     try:
@@ -175,17 +181,17 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
         context = upstream.post(outbound)
         response = await context.__aenter__()
     except TimeoutError:
-        _attempt(call, route, 504, "timeout")
+        attempt(call, route, 504, "timeout")
         raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
                                   status=504) from None
     except aiohttp.ClientError as exc:
-        _attempt(call, route, 502, type(exc).__name__)
+        attempt(call, route, 502, type(exc).__name__)
         raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
     try:
         if response.status >= 400:
             raw = await response.read()
             call.upstream_ended = time.perf_counter()
-            _attempt(call, route, response.status, "http_error")
+            attempt(call, route, response.status, "http_error")
             raise _upstream_failure(dialect, response.status, raw)
         out = stream_class(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
@@ -258,7 +264,7 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
             call.error_type, broken = "upstream_stream_error", exc.body
         call.upstream_ended = time.perf_counter()
         if finished:
-            _attempt(call, route, 200, None)
+            attempt(call, route, 200, None)
             trace = call.trace()
             if inline_trace:
                 head = call.stream_head or wire.ChunkHead(id=f"chatcmpl-{call.request_id}")
@@ -270,18 +276,18 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
             call.status_code = 502
             call.error_code = broken["error"].get("code") or _INTERRUPTED["code"]
             call.error_type = call.error_type or "stream_interrupted"
-            _attempt(call, route, 502, call.error_type)
+            attempt(call, route, 502, call.error_type)
             trace = call.trace()
             await _send(out, b"data: " + codec.encode(broken) + b"\n\n")
         await _send_eof(out)
     except _CallerGone:
         call.upstream_ended = call.upstream_ended or time.perf_counter()
-        _attempt(call, route, 499, "client_closed")
+        attempt(call, route, 499, "client_closed")
         call.status_code, call.error_type, call.error_code = 499, "client_closed", "client_closed_request"
         trace = call.trace()
     return trace
 
 
-def _attempt(call: Call, route: Route, status: int, error_type: str | None) -> None:
+def attempt(call: Call, route: Route, status: int, error_type: str | None) -> None:
     latency = (time.perf_counter() - call.upstream_started) * 1000
     call.attempts.append(Attempt(route.provider, route.upstream_model, status, round(latency, 3), error_type))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
-from catalog.schema import Catalog
+from catalog.schema import Catalog, Model, Route
 from proto import codec, subjects
 from proto.billing import AdmitReply, AdmitRequest, Settle
 from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply
@@ -22,7 +23,7 @@ from services.common.health import add_health_routes
 from services.common.ids import is_ulid, new_ulid
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
-from services.proxy import chat, providers
+from services.proxy import chat, embeddings, providers
 from services.proxy import openai_wire as wire
 from services.proxy.auth import ADMIN, KeyRing, Principal
 from services.proxy.billing_client import BillingClient, reservation
@@ -133,9 +134,36 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def serve_chat(request: web.Request, *, parse: Callable[[bytes], dict[str, Any]], endpoint: str,
                      stream_class: type[web.StreamResponse] = web.StreamResponse) -> web.StreamResponse:
-    """The whole chat pipeline for any inbound format whose `parse` yields an OpenAI chat body:
-    auth, validation, routing, admission, the upstream call, trace and settlement. Non-streaming
+    """The chat pipeline for any inbound format whose `parse` yields an OpenAI chat body. Non-streaming
     answers are OpenAI JSON; streams are written as OpenAI SSE events through `stream_class`."""
+
+    async def run(call: chat.Call, state: ProxyState, target: Target, body: dict[str, Any],
+                  inline_trace: bool) -> tuple[web.StreamResponse, TraceEvent]:
+        if call.stream:
+            return await chat.stream(call, state.upstream, target, body, request, inline_trace=inline_trace,
+                                     stream_class=stream_class)
+        return await chat.complete(call, state.upstream, target, body, inline_trace=inline_trace)
+
+    return await serve(request, parse=parse, endpoint=endpoint, reserve=reservation, run=run)
+
+
+async def create_embeddings(request: web.Request) -> web.StreamResponse:
+    async def run(call: chat.Call, state: ProxyState, target: Target, body: dict[str, Any],
+                  inline_trace: bool) -> tuple[web.StreamResponse, TraceEvent]:
+        return await embeddings.run(call, state.upstream, target, body, inline_trace=inline_trace)
+
+    return await serve(request, parse=embeddings.parse_body, endpoint=embeddings.ENDPOINT, kind="embedding",
+                       reserve=embeddings.reservation, run=run)
+
+
+Reserve = Callable[[dict[str, Any], int, Model, Route], tuple[Decimal, int]]
+Run = Callable[[chat.Call, "ProxyState", Target, dict[str, Any], bool],
+               Awaitable[tuple[web.StreamResponse, TraceEvent]]]
+
+
+async def serve(request: web.Request, *, parse: Callable[[bytes], dict[str, Any]], endpoint: str, reserve: Reserve,
+                run: Run, kind: str = "chat") -> web.StreamResponse:
+    """One metered request: auth, validation, routing, admission, the upstream call (`run`), trace, settlement."""
     state = request.app[STATE]
     principal = await _principal(request)
     call = chat.Call(request_id=request[REQUEST_ID], principal=principal, started=time.perf_counter(),
@@ -150,19 +178,15 @@ async def serve_chat(request: web.Request, *, parse: Callable[[bytes], dict[str,
             raise _too_large(request) from None
         body = parse(raw)
         model = state.catalog.model(body["model"])
-        chat.resolve(call, body, model, providers.first_route(model, state.targets) if model else None)
+        chat.resolve(call, body, model, providers.first_route(model, state.targets) if model else None, kind=kind)
         assert call.route is not None and call.model is not None
         target = state.targets[call.route.provider]
-        reserve_usd, reserve_tokens = reservation(body, len(raw), call.model, call.route)
+        reserve_usd, reserve_tokens = reserve(body, len(raw), call.model, call.route)
         admitted = await state.billing.admit(AdmitRequest(
             request_id=call.request_id, reserve_usd=reserve_usd, reserve_tokens=reserve_tokens,
             api_key=_api_key(request), model=call.model.id))
         call.response_headers.update(admitted.rate_limits.headers())
-        if call.stream:
-            response, trace = await chat.stream(call, state.upstream, target, body, request,
-                                                inline_trace=inline_trace, stream_class=stream_class)
-        else:
-            response, trace = await chat.complete(call, state.upstream, target, body, inline_trace=inline_trace)
+        response, trace = await run(call, state, target, body, inline_trace)
     except ProxyError as error:
         call.fail(error)
         if call.upstream_ended:
@@ -265,6 +289,7 @@ def make_app(state: ProxyState) -> web.Application:
     state.metrics.trace_backlog.set_function(lambda: state.publisher.backlog)
     add_metrics_route(app, state.metrics.registry)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", create_embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/traces/{request_id}", get_trace)
     app.router.add_get("/v1/logs", list_logs)

@@ -1,0 +1,107 @@
+"""POST /v1/embeddings: OpenAI-compatible providers pass through; Gemini is translated; traced and billed."""
+
+from __future__ import annotations
+
+import math
+import time
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import msgspec
+from aiohttp import web
+
+from catalog import pricing
+from catalog.schema import Model, Route
+from proto import codec
+from proto.trace import TraceEvent
+from services.proxy import openai_wire as wire
+from services.proxy.adapters import gemini
+from services.proxy.chat import Call, Upstream, attempt
+from services.proxy.dialects import DIALECTS, UpstreamCall
+from services.proxy.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
+from services.proxy.providers import Target
+
+ENDPOINT = "/v1/embeddings"
+_decoder = msgspec.json.Decoder()
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Decode and validate an embeddings request; raises InvalidRequest naming the field."""
+    try:
+        body = _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
+    value = body.get("input")
+    texts = [value] if isinstance(value, str) else value
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str | int) for t in texts):
+        raise InvalidRequest("'input' must be a string or a non-empty array of strings or tokens", param="input")
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
+        raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
+    return body
+
+
+def reservation(body: dict[str, Any], raw_size: int, model: Model, route: Route) -> tuple[Decimal, int]:
+    """Worst case of an embeddings call: input ≈ body size / 4 tokens, no output."""
+    tokens = math.ceil(raw_size / 4)
+    return pricing.cost_usd(route, prompt_tokens=tokens, completion_tokens=0), tokens
+
+
+def _outbound(target: Target, body: dict[str, Any], route: Route) -> UpstreamCall:
+    if target.format == "openai":
+        return UpstreamCall(f"{target.base_url}/embeddings",
+                            {"Authorization": f"Bearer {target.api_key.reveal()}", "Content-Type": "application/json"},
+                            codec.encode({**body, "model": route.upstream_model}))
+    if target.format == "gemini":
+        try:
+            path, translated = gemini.embeddings_to_upstream(body, route.upstream_model)
+        except gemini.UnsupportedParameter as exc:
+            raise InvalidRequest(str(exc), param=exc.param, code="unsupported_parameter") from None
+        return UpstreamCall(f"{target.base_url}/{path}",
+                            {"x-goog-api-key": target.api_key.reveal(), "Content-Type": "application/json"},
+                            codec.encode(translated))
+    raise InvalidRequest(f"embeddings are not available through provider {route.provider!r}", param="model",
+                         code="model_not_supported")
+
+
+async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], *,
+              inline_trace: bool) -> tuple[web.Response, TraceEvent]:
+    """One upstream embeddings call; the answer in OpenAI's CreateEmbeddingResponse shape."""
+    route, model = call.route, call.model
+    assert route is not None and model is not None
+    outbound = _outbound(target, body, route)
+    call.upstream_started = time.perf_counter()
+    try:
+        async with upstream.post(outbound) as response:
+            raw, status = await response.read(), response.status
+    except TimeoutError:
+        attempt(call, route, 504, "timeout")
+        raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
+                                  status=504) from None
+    except aiohttp.ClientError as exc:
+        attempt(call, route, 502, type(exc).__name__)
+        raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
+    call.upstream_ended = time.perf_counter()
+    attempt(call, route, status, None if status < 400 else "http_error")
+    if status >= 400:
+        status, error = DIALECTS[target.format].error(status, raw)
+        raise UpstreamError(error["error"]["message"], status=status, code=error["error"]["code"] or "upstream_error")
+    if target.format == "gemini":
+        inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        translated, call.usage_estimated = gemini.embeddings_from_upstream(
+            _decoder.decode(raw), model=model.id, inputs=inputs, encoding_format=body.get("encoding_format", "float"))
+        raw = codec.encode(translated)
+    call.status_code = status
+    call.usage = wire.response_usage(raw)
+    trace = call.trace()
+    if inline_trace:
+        raw = raw.rstrip()[:-1] + b',"routeur_trace":' + codec.encode(trace) + b"}"
+    return web.Response(status=status, body=raw, content_type="application/json",
+                        headers={"x-request-id": call.request_id, **call.response_headers}), trace
