@@ -29,7 +29,7 @@ async def main(stop: asyncio.Event) -> None:
         nc = await bus.connect(settings.nats_url, name="billing")
         stack.push_async_callback(nc.drain)
         js = nc.jetstream()
-        await bus.ensure_streams(js, (subjects.LEDGER_STREAM,))
+        await bus.ensure_streams(js, (subjects.LEDGER_STREAM,), replicas=settings.stream_replicas)
         ledger = Ledger(key_secret=settings.key_secret.reveal().encode(),
                         reservation_ttl_s=settings.reservation_ttl_s, settled_retention_s=settings.settled_retention_s)
         store = LedgerStore(js, ledger, publish_timeout_s=settings.publish_timeout_s, data_dir=settings.data_dir,

@@ -25,6 +25,7 @@ from services.billing.state import KeyState, OrgState
 from services.billing.validate import KeyPatch
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
+from services.common.metrics import add_metrics_route
 
 log = get_logger()
 T = TypeVar("T")
@@ -249,6 +250,7 @@ def make_app(settings: Settings, billing: Billing, nc: Client) -> web.Applicatio
         return _json(key_view(ledger, ledger.existing_key(key_id), _now_ms()))
 
     add_health_routes(app, ready)
+    add_metrics_route(app, billing.metrics.registry)
     routes = app.router
     routes.add_get(f"{PREFIX}/organizations", list_orgs)
     routes.add_post(f"{PREFIX}/organizations", create_org)

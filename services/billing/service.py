@@ -22,6 +22,7 @@ from proto import codec, subjects
 from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, Settle, SettleReply
 from services.billing import errors
 from services.billing.ledger import Ledger
+from services.billing.metrics import BillingMetrics
 from services.billing.store import LedgerStore
 from services.common.logs import get_logger
 
@@ -45,6 +46,7 @@ class Billing:
         self._expiry: asyncio.Task[None] | None = None
         self.admits = 0
         self.settles = 0
+        self.metrics = BillingMetrics(lambda: self.ledger.open_reservations)
 
     async def start(self) -> None:
         self._subs.append(await self._nc.subscribe(subjects.BILLING_AUTH, cb=self._on_auth))
@@ -105,6 +107,10 @@ class Billing:
             reply = AdmitReply(admitted=False, code="internal_error", status=500, type="server_error",
                                message="billing failed to decide; see its log")
         self.admits += 1
+        if reply.admitted:
+            self.metrics.admissions.inc()
+        else:
+            self.metrics.refusals.labels(reply.code or "unknown").inc()
         await _respond(msg, reply)
 
     async def _on_settle(self, msg: Msg) -> None:
@@ -122,6 +128,7 @@ class Billing:
             duplicate = True if event is None else await self.store.append(event)
             reply = SettleReply(ok=True, duplicate=duplicate)
             self.settles += 1
+            self.metrics.settlements.inc()
         except (msgspec.DecodeError, UnicodeError) as exc:
             reply = SettleReply(ok=False, code=errors.INVALID_REQUEST, status=400, message=f"bad settle: {exc}")
         except errors.BillingError as exc:

@@ -17,6 +17,7 @@ _DERIVATION_LABEL = b"routeur billing key secret v1"
 
 class Settings(msgspec.Struct, frozen=True):
     nats_url: str
+    stream_replicas: int
     host: str
     port: int
     admin_token: Secret
@@ -48,6 +49,7 @@ def load(environ: Mapping[str, str]) -> Settings:
     data_dir = env_str(environ, "BILLING_DATA_DIR", "")
     settings = Settings(
         nats_url=env_str(environ, "NATS_URL", "nats://127.0.0.1:4222"),
+        stream_replicas=env_int(environ, "NATS_STREAM_REPLICAS", 1),
         host=env_str(environ, "BILLING_HOST", "127.0.0.1"),
         port=env_int(environ, "BILLING_PORT", 8082),
         admin_token=admin_token,

@@ -39,7 +39,7 @@ async def connect(url: str, *, name: str) -> Client:
     )
 
 
-def _config(spec: StreamSpec) -> StreamConfig:
+def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
     return StreamConfig(
         name=spec.name,
         subjects=list(spec.subjects),
@@ -49,15 +49,17 @@ def _config(spec: StreamSpec) -> StreamConfig:
         max_age=spec.max_age_s,
         max_bytes=spec.max_bytes,
         duplicate_window=spec.duplicate_window_s,
+        num_replicas=replicas,
     )
 
 
-async def ensure_streams(js: JetStreamContext, names: tuple[str, ...] | None = None) -> None:
-    """Create (or update to the current spec) the named streams; all of them when `names` is None."""
+async def ensure_streams(js: JetStreamContext, names: tuple[str, ...] | None = None, *, replicas: int = 1) -> None:
+    """Create (or update to the current spec) the named streams; all of them when `names` is None.
+    `replicas` > 1 needs a NATS cluster of at least that many servers (3 in the prod overlay)."""
     for spec in STREAMS:
         if names is not None and spec.name not in names:
             continue
-        config = _config(spec)
+        config = _config(spec, replicas)
         try:
             await js.add_stream(config)
         except BadRequestError:

@@ -24,7 +24,7 @@ async def main(stop: asyncio.Event) -> None:
     log = get_logger()
     nc = await bus.connect(settings.nats_url, name="proxy")
     js = nc.jetstream()
-    await bus.ensure_streams(js, (subjects.TRACE_STREAM,))
+    await bus.ensure_streams(js, (subjects.TRACE_STREAM,), replicas=settings.stream_replicas)
     publisher = TracePublisher(js)
     publisher.start()
     session = client_session()

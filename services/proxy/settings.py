@@ -17,6 +17,7 @@ class Settings(msgspec.Struct, frozen=True):
     host: str
     port: int
     nats_url: str
+    stream_replicas: int
     admin_token: Secret
     catalog: Catalog
     provider_keys: dict[str, Secret]
@@ -50,6 +51,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         host=env_str(environ, "PROXY_HOST", "127.0.0.1"),
         port=env_int(environ, "PROXY_PORT", 8080),
         nats_url=env_str(environ, "NATS_URL", "nats://127.0.0.1:4222"),
+        stream_replicas=env_int(environ, "NATS_STREAM_REPLICAS", 1),
         admin_token=env_secret(environ, "ROUTEUR_ADMIN_TOKEN"),
         catalog=catalog,
         provider_keys=provider_keys,

@@ -23,7 +23,7 @@ async def main(stop: asyncio.Event) -> None:
     await store.open(ttl_days=settings.ttl_days)
     nc = await bus.connect(settings.nats_url, name="tracer")
     js = nc.jetstream()
-    await bus.ensure_streams(js, (subjects.TRACE_STREAM,))
+    await bus.ensure_streams(js, (subjects.TRACE_STREAM,), replicas=settings.stream_replicas)
     tracer = Tracer(settings, nc, js, store)
     await tracer.start()
     runner = await serve(make_app(settings, tracer, store, nc), host=settings.host, port=settings.port)

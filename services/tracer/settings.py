@@ -11,6 +11,7 @@ from services.common.settings import Secret, env_float, env_int, env_secret, env
 
 class Settings(msgspec.Struct, frozen=True):
     nats_url: str
+    stream_replicas: int
     clickhouse_url: str
     host: str
     port: int
@@ -24,6 +25,7 @@ class Settings(msgspec.Struct, frozen=True):
 def load(environ: Mapping[str, str]) -> Settings:
     return Settings(
         nats_url=env_str(environ, "NATS_URL", "nats://127.0.0.1:4222"),
+        stream_replicas=env_int(environ, "NATS_STREAM_REPLICAS", 1),
         clickhouse_url=env_str(environ, "CLICKHOUSE_URL", "chdb:///./.data/clickhouse"),
         host=env_str(environ, "TRACER_HOST", "127.0.0.1"),
         port=env_int(environ, "TRACER_PORT", 8083),

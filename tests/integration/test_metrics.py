@@ -53,3 +53,14 @@ def test_tracer_metrics_count_inserts(stack: Stack) -> None:
     assert _value(text, "routeur_tracer_failed_inserts_total") == 0
     assert _value(text, "routeur_tracer_consumer_lag") >= 0
     assert "routeur_tracer_insert_seconds_bucket" in text
+
+
+def test_billing_metrics_count_admissions_and_refusals(stack: Stack) -> None:
+    client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=stack.secrets["ROUTEUR_API_KEY"], max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    billing = stack.children["billing"].url
+    text = wait_for(lambda: (lambda t: t if _value(t, "routeur_billing_settlements_total") >= 1 else None)(
+        _scrape(billing)))
+    assert _value(text, "routeur_billing_admissions_total") >= 1
+    assert _value(text, "routeur_billing_open_reservations") >= 0
+    assert "routeur_billing_refusals_total" in text or "# TYPE routeur_billing_refusals counter" in text
