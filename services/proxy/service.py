@@ -23,7 +23,7 @@ from services.common.health import add_health_routes
 from services.common.ids import is_ulid, new_ulid
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
-from services.proxy import chat, embeddings, providers
+from services.proxy import chat, embeddings, messages, providers
 from services.proxy import openai_wire as wire
 from services.proxy.auth import ADMIN, KeyRing, Principal
 from services.proxy.billing_client import BillingClient, reservation
@@ -290,6 +290,7 @@ def make_app(state: ProxyState) -> web.Application:
     add_metrics_route(app, state.metrics.registry)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", create_embeddings)
+    app.router.add_post("/v1/messages", messages.messages)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/traces/{request_id}", get_trace)
     app.router.add_get("/v1/logs", list_logs)

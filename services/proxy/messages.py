@@ -1,0 +1,164 @@
+"""POST /v1/messages: Anthropic-format callers served by the chat pipeline, answered in Anthropic's format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.web_request import BaseRequest
+
+from services.proxy import openai_wire as wire
+from services.proxy.adapters import anthropic_inbound as inbound
+from services.proxy.adapters.anthropic import TranslationError, UnsupportedParameter
+from services.proxy.errors import InvalidRequest, ProxyError
+
+ENDPOINT = "/v1/messages"
+_MODEL = "messages_model"
+"""Request key: the model id the caller asked for, echoed in every Anthropic reply."""
+_REQUEST_ID = "request_id"
+"""Request key set by service.edge (service.REQUEST_ID)."""
+_OVERLOADED_CODES = frozenset({"overloaded", "overloaded_error"})
+_decoder = msgspec.json.Decoder()
+
+
+def error_type(status: int, code: str | None = None) -> tuple[int, str]:
+    """(HTTP status, Anthropic error type) for an OpenAI-style error; an overloaded upstream answers 529."""
+    if status == 529 or code in _OVERLOADED_CODES:
+        return 529, "overloaded_error"
+    if status == 429 or code == "rate_limit_exceeded":
+        return status, "rate_limit_error"
+    named = {401: "authentication_error", 402: "permission_error", 403: "permission_error",
+             404: "not_found_error", 413: "request_too_large"}
+    return status, named.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def error_response(error: ProxyError, request_id: str) -> web.Response:
+    """A ProxyError as Anthropic's error JSON, keeping the error's own headers (Retry-After, rate limits)."""
+    status, kind = error_type(error.status, error.code)
+    body = inbound.error_body(kind, error.message, request_id)
+    headers = {**error.headers, "request-id": request_id, "x-request-id": request_id}
+    return web.Response(status=status, body=msgspec.json.encode(body), content_type="application/json",
+                        headers=headers)
+
+
+def parser(request: web.Request) -> Callable[[bytes], dict[str, Any]]:
+    """serve_chat's `parse`: an Anthropic Messages body checked and translated to an OpenAI chat body."""
+
+    def parse(raw: bytes) -> dict[str, Any]:
+        try:
+            body = _decoder.decode(raw)
+        except msgspec.DecodeError as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        try:
+            translated = inbound.request_to_openai(inbound.check_request(body))
+        except UnsupportedParameter as exc:
+            raise InvalidRequest(exc.message, param=exc.param, code="unsupported_parameter") from None
+        except TranslationError as exc:
+            raise InvalidRequest(exc.message, param=exc.param) from None
+        except (AttributeError, TypeError, KeyError):  # a block or tool that is not an object, and the like
+            raise InvalidRequest("request body does not follow the Messages API schema") from None
+        request[_MODEL] = translated["model"]
+        return translated
+
+    return parse
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """The route handler: the chat pipeline with Anthropic requests, replies, streams and errors."""
+    from services.proxy import service  # service.py imports this module to register the route
+
+    try:
+        response = await service.serve_chat(request, parse=parser(request), endpoint=ENDPOINT,
+                                            stream_class=AnthropicStream)
+    except ProxyError as error:
+        return error_response(error, request[_REQUEST_ID])
+    if response.prepared or not isinstance(response, web.Response):
+        return response
+    return _to_message(response, model=request[_MODEL])
+
+
+def _to_message(response: web.Response, *, model: str) -> web.Response:
+    """The pipeline's OpenAI `chat.completion` reply as an Anthropic message (status and headers kept)."""
+    assert isinstance(response.body, bytes)
+    completion = _decoder.decode(response.body)
+    message = inbound.response_from_openai(completion, model=model)
+    if "routeur_trace" in completion:
+        message["routeur_trace"] = completion["routeur_trace"]
+    headers = {name: value for name, value in response.headers.items()
+               if name.lower() not in ("content-type", "content-length")}
+    if "x-request-id" in response.headers:
+        headers["request-id"] = response.headers["x-request-id"]
+    return web.Response(status=response.status, body=msgspec.json.encode(message), content_type="application/json",
+                        headers=headers)
+
+
+class AnthropicStream(web.StreamResponse):
+    """The pipeline's OpenAI SSE stream rewritten on the way out as Anthropic's named events.
+
+    Each `write` may carry several complete OpenAI events. `data: [DONE]` closes the message
+    (message_delta with the usage, message_stop); an OpenAI error event becomes `event: error`.
+    The `routeur_trace` chunk (sent when the caller set `Routeur-Trace: true`) becomes one extra
+    `event: routeur_trace` (data `{"type": "routeur_trace", "routeur_trace": {...}}`) after
+    message_stop, so the message's own events stay contiguous. The SDK's `messages.stream()` skips
+    it; iterating `create(stream=True)` yields it as an event whose `.type` is "routeur_trace".
+    """
+
+    def __init__(self, *, status: int = 200, reason: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        headers = {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
+        headers["Content-Type"] = "text/event-stream; charset=utf-8"
+        if "x-request-id" in headers:
+            headers["request-id"] = headers["x-request-id"]
+        super().__init__(status=status, reason=reason, headers=headers)
+        self._buffer = bytearray()
+        self._translator: inbound.StreamToAnthropic | None = None
+        self._trace: dict[str, Any] | None = None
+
+    async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
+        self._translator = inbound.StreamToAnthropic(model=request.get(_MODEL, ""))
+        return await super().prepare(request)
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+        out = b"".join(self._translate(event) for event in wire.split_events(self._buffer))
+        if out:
+            await super().write(out)
+
+    def _translate(self, event: bytes) -> bytes:
+        """The Anthropic events for one OpenAI SSE event."""
+        translator = self._translator
+        assert translator is not None, "prepare() comes before write()"
+        if wire.is_done(event):
+            events = translator.finish()
+            if self._trace is not None:
+                events.append(("routeur_trace", {"type": "routeur_trace", "routeur_trace": self._trace}))
+            return _encode(events)
+        payload = event.strip()
+        if not payload.startswith(b"data:"):
+            return b""
+        try:
+            chunk = _decoder.decode(payload[5:].strip())
+        except msgspec.DecodeError:
+            return b""
+        if not isinstance(chunk, dict):
+            return b""
+        if isinstance(chunk.get("error"), dict):
+            return _encode([("error", _stream_error(chunk["error"]))])
+        if "routeur_trace" in chunk:
+            self._trace = chunk["routeur_trace"]
+            return b""
+        return _encode(translator.feed(chunk))
+
+
+def _stream_error(error: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI error event's `error` as Anthropic's in-stream error (the status is long sent: 502 if unknown)."""
+    code = error.get("code")
+    _, kind = error_type(502, code if isinstance(code, str) else None)
+    return inbound.error_body(kind, str(error.get("message") or "stream error"))
+
+
+def _encode(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(inbound.encode_event(name, data) for name, data in events)
