@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from collections import deque
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +15,7 @@ from catalog.schema import Model, Route
 from proto import codec, subjects
 from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, Settle, SettleReply
 from services.common.logs import get_logger
+from services.common.retry_queue import RetryQueue
 from services.proxy.errors import ProxyError, ServiceUnavailable
 
 log = get_logger()
@@ -57,10 +56,7 @@ class BillingClient:
         self._fail_open_s = fail_open_s
         self._last_answer = float("-inf")
         self._auth_cache: dict[str, tuple[float, AuthReply]] = {}
-        self._settles: deque[Settle] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._settles: RetryQueue[Settle] = RetryQueue(self._send, name="billing-settler")
 
     async def _ask(self, subject: str, message: Any) -> bytes:
         try:
@@ -120,15 +116,14 @@ class BillingClient:
 
     def settle(self, settle: Settle) -> None:
         """Queue a settlement; it is retried until billing confirms it (idempotent by request id)."""
-        self._settles.append(settle)
-        self._wakeup.set()
+        self._settles.submit(settle)
 
     @property
     def backlog(self) -> int:
-        return len(self._settles)
+        return self._settles.backlog
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="billing-settler")
+        self._settles.start()
 
     async def _send(self, settle: Settle) -> bool:
         try:
@@ -140,33 +135,6 @@ class BillingClient:
             return True
         return reply.ok
 
-    async def _run(self) -> None:
-        delay = 0.1
-        while True:
-            if not self._settles:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = [self._settles.popleft() for _ in range(min(256, len(self._settles)))]
-            results = await asyncio.gather(*(self._send(item) for item in batch))
-            failed = [item for item, ok in zip(batch, results, strict=True) if not ok]
-            if failed:
-                self._settles.extendleft(reversed(failed))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            else:
-                delay = 0.1
-
     async def close(self, timeout: float) -> None:
         """Deliver queued settlements (up to `timeout` seconds), then stop."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
-        except TimeoutError:
-            log.error("settlements_undelivered", backlog=len(self._settles))
-            self._task.cancel()
+        await self._settles.close(timeout)

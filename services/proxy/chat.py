@@ -129,13 +129,10 @@ def _upstream_failure(dialect: Dialect, status: int, raw: bytes) -> UpstreamErro
     return UpstreamError(error["error"]["message"], status=status, code=error["error"]["code"] or "upstream_error")
 
 
-async def complete(call: Call, upstream: Upstream, target: Target, body: dict[str, Any],
-                   *, inline_trace: bool) -> tuple[web.Response, TraceEvent]:
-    """Non-streaming: one upstream call; OpenAI-format bodies pass through (plus `routeur_trace` when asked)."""
-    route, model = call.route, call.model
-    assert route is not None and model is not None
-    dialect = DIALECTS[target.format]
-    outbound = dialect.request(target, body, route.upstream_model)
+async def exchange(call: Call, upstream: Upstream, outbound: UpstreamCall, dialect: Dialect) -> tuple[int, bytes]:
+    """One non-streaming upstream call, timed and recorded as an attempt; failures raise OpenAI-style errors."""
+    route = call.route
+    assert route is not None
     call.upstream_started = time.perf_counter()
     try:
         async with upstream.post(outbound) as response:
@@ -148,10 +145,21 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
     except aiohttp.ClientError as exc:
         attempt(call, route, 502, type(exc).__name__)
         raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
-    call.upstream_ended = call.first_byte = time.perf_counter()
+    call.upstream_ended = time.perf_counter()
     attempt(call, route, status, None if status < 400 else "http_error")
     if status >= 400:
         raise _upstream_failure(dialect, status, raw)
+    return status, raw
+
+
+async def complete(call: Call, upstream: Upstream, target: Target, body: dict[str, Any],
+                   *, inline_trace: bool) -> tuple[web.Response, TraceEvent]:
+    """Non-streaming: one upstream call; OpenAI-format bodies pass through (plus `routeur_trace` when asked)."""
+    route, model = call.route, call.model
+    assert route is not None and model is not None
+    dialect = DIALECTS[target.format]
+    status, raw = await exchange(call, upstream, dialect.request(target, body, route.upstream_model), dialect)
+    call.first_byte = call.upstream_ended
     try:
         raw = dialect.response(raw, model=model.id)
     except (msgspec.DecodeError, ValueError, KeyError, TypeError):

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import time
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
@@ -17,9 +15,9 @@ from proto import codec
 from proto.trace import TraceEvent
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import gemini
-from services.proxy.chat import Call, Upstream, attempt
+from services.proxy.chat import Call, Upstream, exchange
 from services.proxy.dialects import DIALECTS, UpstreamCall
-from services.proxy.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
+from services.proxy.errors import InvalidRequest
 from services.proxy.providers import Target
 
 ENDPOINT = "/v1/embeddings"
@@ -76,23 +74,7 @@ async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, An
     """One upstream embeddings call; the answer in OpenAI's CreateEmbeddingResponse shape."""
     route, model = call.route, call.model
     assert route is not None and model is not None
-    outbound = _outbound(target, body, route)
-    call.upstream_started = time.perf_counter()
-    try:
-        async with upstream.post(outbound) as response:
-            raw, status = await response.read(), response.status
-    except TimeoutError:
-        attempt(call, route, 504, "timeout")
-        raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
-                                  status=504) from None
-    except aiohttp.ClientError as exc:
-        attempt(call, route, 502, type(exc).__name__)
-        raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
-    call.upstream_ended = time.perf_counter()
-    attempt(call, route, status, None if status < 400 else "http_error")
-    if status >= 400:
-        status, error = DIALECTS[target.format].error(status, raw)
-        raise UpstreamError(error["error"]["message"], status=status, code=error["error"]["code"] or "upstream_error")
+    status, raw = await exchange(call, upstream, _outbound(target, body, route), DIALECTS[target.format])
     if target.format == "gemini":
         inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
         translated, call.usage_estimated = gemini.embeddings_from_upstream(
