@@ -13,7 +13,7 @@ import pytest
 
 from launcher.stack import Stack, StackConfig
 
-pytest_plugins = ["tests.fixtures.ceph"]
+pytest_plugins = ["tests.fixtures.ceph", "tests.fixtures.emulator"]
 
 T = TypeVar("T")
 

@@ -11,9 +11,6 @@ import httpx2
 import pytest
 from anthropic import AsyncAnthropic
 
-from services.common.health import serve
-from services.emulator.service import make_app
-from services.emulator.settings import load
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import anthropic as ad
 from tests.openapi import validate
@@ -31,22 +28,6 @@ WEATHER: Any = {
     },
 }
 HEADERS = {"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01"}
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[str]:
-    app = make_app(load({"EMULATOR_PORT": "0", "EMULATOR_CHUNK_WORDS": "2"}))
-    runner = await serve(app, host="127.0.0.1", port=0, shutdown_timeout=2)
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
-from services.common.health import serve
-from services.emulator.service import make_app
-from services.emulator.settings import load
 from services.proxy.adapters import gemini
 from tests.openapi import validate
 
@@ -31,22 +27,6 @@ WEATHER_TOOL: dict[str, Any] = {
                                       "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}},
     },
 }
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[str]:
-    app = make_app(load({"EMULATOR_PORT": "0", "EMULATOR_CHUNK_WORDS": "2"}))
-    runner = await serve(app, host="127.0.0.1", port=0, shutdown_timeout=2)
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def post(http: aiohttp.ClientSession, emulator: str, path: str, body: object,

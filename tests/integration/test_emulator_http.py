@@ -13,9 +13,6 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from services.common.health import serve
-from services.emulator.service import make_app
-from services.emulator.settings import load
 from tests.openapi import validate
 
 MODEL = "gpt-4o-mini"
@@ -31,22 +28,6 @@ WEATHER_TOOL: Any = {
         },
     },
 }
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[str]:
-    settings = load({"EMULATOR_PORT": "0", "EMULATOR_CHUNK_WORDS": "2"})
-    runner = await serve(make_app(settings), host="127.0.0.1", port=0, shutdown_timeout=2)
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture
