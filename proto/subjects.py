@@ -16,11 +16,15 @@ PAYLOAD_CONSUMER = "archiver"
 LEDGER_STREAM = "ROUTEUR_LEDGER"
 LEDGER_SUBJECT = "routeur.ledger.v1"
 
+# JetStream KV: the router's last published HealthSnapshot, read by proxies at start and by a restarted router
+ROUTER_KV_BUCKET = "ROUTEUR_ROUTING"
+ROUTER_KV_KEY = "snapshot"
+
 # Core NATS request/reply (no persistence)
 TRACER_GET = "routeur.tracer.get"
 TRACER_LOGS = "routeur.tracer.logs"
 ROUTER_ATTEMPTS = "routeur.router.attempts"
-ROUTER_SNAPSHOT = "routeur.router.snapshot"
+ROUTER_SNAPSHOT = "routeur.router.snapshot"  # proto.routing.HealthSnapshot, on change and every second
 BILLING_ADMIT = "routeur.billing.admit"
 BILLING_SETTLE = "routeur.billing.settle"
 BILLING_AUTH = "routeur.billing.auth"

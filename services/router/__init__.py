@@ -1,1 +1,1 @@
-"""Router: picks routes (rules, auto, health, same-family fallback). Skeleton until the router issue."""
+"""Router: rules, `auto`, per-route health and breakers; proxies route locally on its published snapshot."""
