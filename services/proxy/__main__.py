@@ -16,6 +16,7 @@ from services.proxy.billing_client import BillingClient
 from services.proxy.metrics import ProxyMetrics
 from services.proxy.publisher import TracePublisher
 from services.proxy.service import ProxyState, client_session, make_app
+from services.router.client import RoutingView
 
 
 async def main(stop: asyncio.Event) -> None:
@@ -32,8 +33,10 @@ async def main(stop: asyncio.Event) -> None:
                                         base_urls=settings.provider_urls)
     billing = BillingClient(nc, timeout_s=settings.billing_timeout_s, fail_open_s=settings.billing_fail_open_s)
     billing.start()
+    routing = RoutingView(nc, catalog=settings.catalog, providers=targets)
+    await routing.start()
     state = ProxyState(
-        keys=settings.key_ring(), billing=billing, catalog=settings.catalog, targets=targets,
+        keys=settings.key_ring(), billing=billing, routing=routing, catalog=settings.catalog, targets=targets,
         upstream=chat.Upstream(session, connect_timeout_s=settings.connect_timeout_s,
                                read_timeout_s=settings.read_timeout_s),
         publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s, max_body_bytes=settings.max_body_bytes,
@@ -47,6 +50,7 @@ async def main(stop: asyncio.Event) -> None:
     await runner.cleanup()
     await publisher.close(timeout=10.0)
     await billing.close(timeout=10.0)
+    await routing.stop()
     await session.close()
     await nc.drain()
     log.info("proxy_stopped", published=publisher.published)

@@ -50,11 +50,20 @@ class Call:
     stream_head: wire.ChunkHead | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     usage_estimated: bool = False
+    route_reason: str = "default"
+    first_choice: str | None = None
+    fallback_reason: str | None = None
 
     def fail(self, error: ProxyError) -> None:
         self.status_code = error.status
         self.error_type = error.type
         self.error_code = error.code
+
+    def _fallback(self) -> str | None:
+        """`<served route>; <why the first choice did not serve>` when a fallback route served."""
+        if self.route is None or self.first_choice is None or self.route.key == self.first_choice:
+            return None
+        return f"{self.route.key}; {self.fallback_reason or 'fallback'}"
 
     def trace(self) -> TraceEvent:
         now = time.perf_counter()
@@ -74,8 +83,9 @@ class Call:
             model=self.model.id if self.model else self.requested_model,
             provider=route.provider if route else "",
             upstream_model=route.upstream_model if route else "",
-            route_reason="default",
-            route=route.key if route else None,
+            route_reason=self.route_reason,
+            route=self.first_choice or (route.key if route else None),
+            fallback=self._fallback(),
             status_code=self.status_code,
             stream=self.stream,
             latency_ms=round((now - self.started) * 1000, 3),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from nats.errors import Error as NatsError
 from catalog.schema import Catalog, Model, Route
 from proto import codec, subjects
 from proto.billing import AdmitReply, AdmitRequest, Settle
+from proto.routing import AttemptReport
 from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply
 from services.common.health import add_health_routes
 from services.common.ids import is_ulid, new_ulid
@@ -35,11 +37,21 @@ from services.proxy.errors import (
     NotFound,
     ProxyError,
     ServiceUnavailable,
+    UpstreamError,
+    UpstreamUnavailable,
     error_response,
 )
 from services.proxy.metrics import ProxyMetrics
 from services.proxy.providers import Target
 from services.proxy.publisher import TracePublisher
+from services.router.client import RoutingView
+from services.router.errors import RoutingError
+from services.router.outcomes import backoff_s, retry_reason
+from services.router.policy import Decision
+from services.router.rules import TAGS_HEADER, request_facts
+
+# Upstream attempts per request (the first choice plus same-family fallbacks), all before the first byte.
+MAX_ATTEMPTS = 3
 
 log = get_logger()
 
@@ -48,6 +60,7 @@ log = get_logger()
 class ProxyState:
     keys: KeyRing
     billing: BillingClient
+    routing: RoutingView
     catalog: Catalog
     targets: dict[str, Target]
     upstream: chat.Upstream
@@ -177,16 +190,30 @@ async def serve(request: web.Request, *, parse: Callable[[bytes], dict[str, Any]
         except web.HTTPRequestEntityTooLarge:
             raise _too_large(request) from None
         body = parse(raw)
-        model = state.catalog.model(body["model"])
-        chat.resolve(call, body, model, providers.first_route(model, state.targets) if model else None, kind=kind)
-        assert call.route is not None and call.model is not None
-        target = state.targets[call.route.provider]
-        reserve_usd, reserve_tokens = reserve(body, len(raw), call.model, call.route)
-        admitted = await state.billing.admit(AdmitRequest(
-            request_id=call.request_id, reserve_usd=reserve_usd, reserve_tokens=reserve_tokens,
-            api_key=_api_key(request), model=call.model.id))
+        decision = _decide(state, request, call, body, len(raw), kind)
+        candidates = decision.candidates[:MAX_ATTEMPTS]
+        reserve_usd, reserve_tokens = max(reserve(body, len(raw), c.model, c.route) for c in candidates)
+        try:
+            admitted = await state.billing.admit(AdmitRequest(
+                request_id=call.request_id, reserve_usd=reserve_usd, reserve_tokens=reserve_tokens,
+                api_key=_api_key(request), model=call.requested_model))
+        except ProxyError:
+            state.routing.release(decision)
+            raise
         call.response_headers.update(admitted.rate_limits.headers())
-        response, trace = await run(call, state, target, body, inline_trace)
+        call.fallback_reason = decision.fallback_reason
+        for index, candidate in enumerate(candidates):
+            call.model, call.route = candidate.model, candidate.route
+            try:
+                response, trace = await run(call, state, state.targets[candidate.route.provider], body, inline_trace)
+                break
+            except (UpstreamError, UpstreamUnavailable):
+                last = call.attempts[-1] if call.attempts else None
+                reason = retry_reason(last.status_code, last.error_type) if last else None
+                if reason is None or index == len(candidates) - 1:
+                    raise
+                call.fallback_reason = reason
+                await asyncio.sleep(backoff_s(index + 1))
     except ProxyError as error:
         call.fail(error)
         if call.upstream_ended:
@@ -199,9 +226,33 @@ async def serve(request: web.Request, *, parse: Callable[[bytes], dict[str, Any]
     return response
 
 
+def _decide(state: ProxyState, request: web.Request, call: chat.Call, body: dict[str, Any], raw_size: int,
+            kind: str) -> Decision:
+    """Routing, decided locally from the router's latest snapshot: rule or default, healthy routes first."""
+    call.requested_model = body["model"]
+    call.stream = bool(body.get("stream"))
+    facts = request_facts(body, prompt_tokens=math.ceil(raw_size / 4), api_key_id=call.principal.api_key_id,
+                          organization_id=call.principal.organization_id or "",
+                          tags_header=request.headers.get(TAGS_HEADER))
+    try:
+        decision = state.routing.decide(facts)
+    except RoutingError as exc:
+        problem = ("does not exist or you do not have access to it" if exc.code == "model_not_found"
+                   else "has no provider with credentials configured")
+        raise NotFound(f"The model '{body['model']}' {problem}.", param="model", code=exc.code) from None
+    chat.resolve(call, body, decision.model, decision.candidates[0].route, kind=kind)
+    call.route_reason = decision.route_reason
+    call.first_choice = decision.first_choice.key
+    return decision
+
+
 def _finish(state: ProxyState, trace: TraceEvent, *, admitted: AdmitReply | None) -> None:
-    """Publish the trace; settle what billing admitted (failures settle at cost 0, releasing the reservation)."""
+    """Publish the trace, report each attempt's outcome to the router, and settle what billing admitted
+    (failures settle at cost 0, releasing the reservation)."""
     state.publisher.submit(trace)
+    for attempt in trace.attempts:
+        state.routing.report_nowait(AttemptReport(attempt.provider, attempt.upstream_model, attempt.status_code,
+                                                  attempt.latency_ms, error_type=attempt.error_type))
     if admitted is not None:
         state.billing.settle(Settle(request_id=trace.request_id, api_key_id=trace.api_key_id,
                                     organization_id=trace.organization_id, cost_usd=trace.cost_usd,
@@ -282,8 +333,10 @@ def make_app(state: ProxyState) -> web.Application:
 
     async def ready() -> dict[str, object]:
         connected = state.nc.is_connected
-        return {"ready": connected and bool(state.targets), "nats": connected,
-                "providers": sorted(state.targets), "trace_backlog": state.publisher.backlog}
+        detail: dict[str, object] = {"ready": connected and bool(state.targets), "nats": connected,
+                                     "providers": sorted(state.targets), "trace_backlog": state.publisher.backlog}
+        detail.update(state.routing.status())
+        return detail
 
     add_health_routes(app, ready)
     state.metrics.trace_backlog.set_function(lambda: state.publisher.backlog)

@@ -135,18 +135,37 @@ def test_malformed_json_unknown_path_and_method(stack: Stack) -> None:
 
 
 def test_upstream_failure_is_passed_through_and_traced(stack: Stack, client: openai.OpenAI) -> None:
+    """A model with a single route: its upstream's error reaches the caller, OpenAI-shaped, and is traced."""
     emulator = stack.children["emulator"].url
-    status, _ = http_json("PUT", f"{emulator}/_emulator/faults/deepseek-chat", body={"status": 503})
+    status, _ = http_json("PUT", f"{emulator}/_emulator/faults/gpt-4.1-nano", body={"status": 503})
     assert status == 200
     try:
         with pytest.raises(openai.InternalServerError) as caught:
-            client.chat.completions.create(model="deepseek-chat", messages=MESSAGES)
+            client.chat.completions.create(model="gpt-4.1-nano", messages=MESSAGES)
     finally:
         http_json("DELETE", f"{emulator}/_emulator/faults")
     request_id = caught.value.response.headers["x-request-id"]
     validate("ErrorResponse", caught.value.response.json())
     row = wait_for(lambda: trace_row(stack, request_id))
-    assert row["status_code"] == 503 and row["provider"] == "deepseek" and row["cost_usd"] == 0
+    assert row["status_code"] == 503 and row["provider"] == "openai" and row["cost_usd"] == 0
+
+
+def test_failing_primary_is_served_by_same_family_fallback(stack: Stack, client: openai.OpenAI) -> None:
+    emulator = stack.children["emulator"].url
+    http_json("PUT", f"{emulator}/_emulator/faults/deepseek-chat", body={"status": 503})
+    try:
+        completion = client.chat.completions.create(model="deepseek-chat", messages=MESSAGES, extra_headers=TRACE)
+    finally:
+        http_json("DELETE", f"{emulator}/_emulator/faults")
+    inline = completion.model_extra["routeur_trace"]
+    assert (inline["status_code"], inline["provider"], inline["model"]) == (200, "together", "deepseek-chat")
+    assert inline["route"] == "deepseek/deepseek-chat" and inline["route_reason"] == "default"
+    assert inline["fallback"] == "together/deepseek-ai/DeepSeek-V3; error:503"
+    assert [(a["provider"], a["status_code"]) for a in inline["attempts"]] == [("deepseek", 503), ("together", 200)]
+    route = loader.load().model("deepseek-chat").routes[1]  # type: ignore[union-attr]
+    assert Decimal(str(inline["cost_usd"])) == pricing.cost_usd(
+        route, prompt_tokens=completion.usage.prompt_tokens, completion_tokens=completion.usage.completion_tokens)
+    assert _stored(stack, inline["request_id"]) == inline
 
 
 def test_mid_stream_drop_ends_stream_with_error_and_is_traced(stack: Stack, client: openai.OpenAI) -> None:
