@@ -18,6 +18,9 @@ from launcher.seed import seed_demo
 SERVICES = ("emulator", "tracer", "router", "billing", "archiver", "proxy")
 _PORT_VARS = {"emulator": "EMULATOR_PORT", "tracer": "TRACER_PORT", "router": "ROUTER_PORT",
               "billing": "BILLING_PORT", "archiver": "ARCHIVER_PORT", "proxy": "PROXY_PORT"}
+DEFAULT_RULES = """# Routing rules (see catalog/rules.example.toml); edits apply within a second, no restart.
+default_model = "gpt-4o-mini"
+"""
 _PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY",
                       "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AWS_ACCESS_KEY_ID")
 
@@ -58,6 +61,7 @@ class Stack:
         self.run_dir = self.data_dir / "run"
         self.nats = NatsServer(self.data_dir / "nats", port=procs.free_port(), log_path=self.logs / "nats.log")
         self.children: dict[str, Child] = {}
+        self.rules_path = self.data_dir / "rules.toml"
         self.secrets = self._load_secrets()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -98,6 +102,7 @@ class Stack:
             "ROUTEUR_ADMIN_TOKEN": self.secrets["ROUTEUR_ADMIN_TOKEN"],
             "BILLING_KEY_SECRET": self.secrets["BILLING_KEY_SECRET"],
             "BILLING_DATA_DIR": str(self.data_dir / "billing"),
+            "ROUTER_RULES": env.get("ROUTER_RULES") or str(self.rules_path),
         })
         for other in self.children.values():
             if other.service == other.name:
@@ -110,6 +115,8 @@ class Stack:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start NATS and every service, wait until each answers /readyz, write run/env."""
+        if not self.rules_path.exists():
+            self.rules_path.write_text(DEFAULT_RULES)
         self.nats.start()
         for name in SERVICES:
             if name == "emulator" and not self._emulator_wanted():

@@ -24,7 +24,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("routeur")
     running = Stack(StackConfig(data_dir=data_dir, proxy_port=0, emulator="on", proxies=2,
                                 extra_env={"TRACER_FLUSH_INTERVAL_S": "0.05", "LOG_LEVEL": "INFO",
-                                           "PROXY_MAX_BODY_BYTES": str(1 << 20)}))
+                                           "PROXY_MAX_BODY_BYTES": str(1 << 20),
+                                           "ROUTER_BREAKER_COOLDOWN_S": "2"}))
     try:
         running.start()
     except RuntimeError:
