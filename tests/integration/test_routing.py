@@ -74,3 +74,23 @@ def test_router_down_proxy_keeps_routing_with_last_snapshot(stack: Stack) -> Non
     finally:
         stack.start_service("router")
     wait_for(lambda: http_json("GET", f"{stack.proxy_url}/readyz")[1]["router"] == "live", timeout=15)
+
+
+def test_family_with_no_healthy_route_is_503_and_never_leaves_the_family(stack: Stack) -> None:
+    client, emulator = _client(stack), stack.children["emulator"].url
+    for upstream in ("llama-3.1-8b-instant", "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"):
+        http_json("PUT", f"{emulator}/_emulator/faults/{upstream}", body={"status": 503})
+    try:
+        raw = client.chat.completions.with_raw_response
+        try:
+            raw.create(model="llama-3.1-8b", messages=MESSAGES)
+            raise AssertionError("expected 503")
+        except openai.InternalServerError as error:
+            request_id = error.response.headers["x-request-id"]
+            assert error.status_code == 503
+    finally:
+        http_json("DELETE", f"{emulator}/_emulator/faults")
+    status, trace = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(http_json(
+        "GET", f"{stack.proxy_url}/v1/traces/{request_id}", token=stack.secrets["ROUTEUR_API_KEY"])))
+    assert {a["provider"] for a in trace["attempts"]} == {"groq", "together"}
+    assert trace["status_code"] == 503 and trace["cost_usd"] == 0
