@@ -26,6 +26,7 @@ class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     drop_after_chunks: Annotated[int, msgspec.Meta(ge=-1)] = -1
     hang: bool = False
     retry_after: NonNegative | None = None
+    omit_usage: bool = False  # ignore stream_options.include_usage, like providers that never send stream usage
     error_type: str | None = None
     error_code: str | None = None
     error_message: str | None = None

@@ -208,7 +208,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         completion_id=completion_id,
         created=created,
         chunk_words=state.settings.chunk_words,
-        include_usage=options.get("include_usage") is True,
+        include_usage=options.get("include_usage") is True and not fault.plan.omit_usage,
         include_obfuscation=options.get("include_obfuscation", True) is not False,
     )
     return await _stream(request, chunks, fault, started)

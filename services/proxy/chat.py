@@ -50,6 +50,7 @@ class Call:
     stream_head: wire.ChunkHead | None = None
     response_headers: dict[str, str] = field(default_factory=dict)
     usage_estimated: bool = False
+    prompt_bytes: int = 0
     route_reason: str = "default"
     first_choice: str | None = None
     fallback_reason: str | None = None
@@ -249,6 +250,7 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
     buffer = bytearray()
     finished = False
     broken: dict[str, Any] = {"error": _INTERRUPTED}
+    sent: list[bytes] = []  # references only; decoded solely if the upstream never reports usage
 
     async def forward(events: list[bytes]) -> None:
         nonlocal finished
@@ -266,6 +268,7 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
                 continue
             ready.append(event)
         if ready:
+            sent.extend(ready)
             if call.first_byte is None:
                 call.first_byte = time.perf_counter()
             await _send(out, b"".join(ready))
@@ -281,6 +284,9 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
         except StreamBroken as exc:
             call.error_type, broken = "upstream_stream_error", exc.body
         call.upstream_ended = time.perf_counter()
+        if call.usage is None and sent:
+            call.usage = wire.estimate_usage(sent, prompt_bytes=call.prompt_bytes)
+            call.usage_estimated = True
         if finished:
             attempt(call, route, 200, None)
             trace = call.trace()

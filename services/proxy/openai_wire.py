@@ -156,6 +156,52 @@ def event_head(event: bytes) -> ChunkHead | None:
         return None
 
 
+class _Function(msgspec.Struct):
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+
+
+class _DeltaEnvelope(msgspec.Struct):
+    choices: list[_Choice] = []
+
+
+_delta_decoder = msgspec.json.Decoder(_DeltaEnvelope)
+
+
+def estimate_usage(events: list[bytes], *, prompt_bytes: int) -> Usage:
+    """Tokenizer-free usage (≈ 4 characters a token) for a stream whose upstream reported none:
+    prompt from the request body's size, completion from the streamed text and tool arguments."""
+    characters = 0
+    for event in events:
+        payload = event.strip()
+        if not payload.startswith(b"data:"):
+            continue
+        try:
+            chunk = _delta_decoder.decode(payload[5:].strip())
+        except msgspec.DecodeError:
+            continue
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta is None:
+                continue
+            characters += len(delta.content or "")
+            characters += sum(len(c.function.arguments or "") for c in delta.tool_calls or [] if c.function)
+    prompt, completion = -(-prompt_bytes // 4), -(-characters // 4)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
 def upstream_error_body(raw: bytes, status: int) -> dict[str, Any]:
     """The upstream's error JSON in OpenAI shape (wrapped when the upstream sent something else)."""
     try:

@@ -190,6 +190,7 @@ async def serve(request: web.Request, *, parse: Callable[[bytes], dict[str, Any]
         except web.HTTPRequestEntityTooLarge:
             raise _too_large(request) from None
         body = parse(raw)
+        call.prompt_bytes = len(raw)
         decision = _decide(state, request, call, body, len(raw), kind)
         candidates = decision.candidates[:MAX_ATTEMPTS]
         reserve_usd, reserve_tokens = max(reserve(body, len(raw), c.model, c.route) for c in candidates)

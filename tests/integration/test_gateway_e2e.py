@@ -226,3 +226,19 @@ def test_body_over_the_limit_is_413(stack: Stack) -> None:
                              body=huge)
     assert status == 413 and body["error"]["code"] == "request_too_large"
     validate("ErrorResponse", body)
+
+
+def test_stream_without_upstream_usage_is_estimated_never_zero(stack: Stack, client: openai.OpenAI) -> None:
+    emulator = stack.children["emulator"].url
+    http_json("PUT", f"{emulator}/_emulator/faults/gpt-4.1-nano", body={"omit_usage": True})
+    try:
+        chunks = list(client.chat.completions.create(model="gpt-4.1-nano", messages=MESSAGES, stream=True,
+                                                     stream_options={"include_usage": True}, extra_headers=TRACE))
+    finally:
+        http_json("DELETE", f"{emulator}/_emulator/faults")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    inline = chunks[-1].model_extra["routeur_trace"]
+    assert inline["usage_estimated"] is True and inline["prompt_tokens"] > 0
+    assert inline["completion_tokens"] == -(-len(text) // 4) > 0 and Decimal(str(inline["cost_usd"])) > 0
+    row = wait_for(lambda: trace_row(stack, inline["request_id"]))
+    assert row["usage_estimated"] is True and row["completion_tokens"] == inline["completion_tokens"]
