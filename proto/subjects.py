@@ -23,6 +23,7 @@ ROUTER_KV_KEY = "snapshot"
 # Core NATS request/reply (no persistence)
 TRACER_GET = "routeur.tracer.get"
 TRACER_LOGS = "routeur.tracer.logs"
+TRACER_USAGE = "routeur.tracer.usage"  # proto.trace.UsageQuery -> UsageReply
 ROUTER_ATTEMPTS = "routeur.router.attempts"
 ROUTER_SNAPSHOT = "routeur.router.snapshot"  # proto.routing.HealthSnapshot, on change and every second
 BILLING_ADMIT = "routeur.billing.admit"

@@ -71,6 +71,10 @@ class LogsQuery(msgspec.Struct, frozen=True):
     status_code: int | None = None
     limit: int = 50
     cursor: str | None = None
+    route_reason: str | None = None
+    has_fallback: bool | None = None
+    since_ms: int | None = None  # inclusive, Unix milliseconds
+    until_ms: int | None = None  # exclusive
 
 
 class TraceReply(msgspec.Struct, frozen=True):
@@ -81,4 +85,47 @@ class TraceReply(msgspec.Struct, frozen=True):
 class LogsReply(msgspec.Struct, frozen=True):
     traces: tuple[TraceEvent, ...] = ()
     next_cursor: str | None = None
+    error: str | None = None
+
+
+class UsageQuery(msgspec.Struct, frozen=True):
+    """Usage over time from the per-minute rollup; `organization_id` None means every organization (admin).
+
+    `group_by` is "model" | "key" | "provider"; `bucket` is "minute" | "hour" | "day"; the range is
+    [since_ms, until_ms) in Unix milliseconds, minute-granular (defaults: the last 24 hours).
+    """
+
+    organization_id: str | None = None
+    group_by: str = "model"
+    bucket: str = "hour"
+    since_ms: int | None = None
+    until_ms: int | None = None
+    api_key_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+
+
+class UsageRow(msgspec.Struct, frozen=True):
+    """One bucket × group; in `UsageReply.totals` the bucket is the range start and the group is ""."""
+
+    bucket_ms: int
+    group: str
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    error_rate: float = 0.0
+    p50_latency_ms: float = 0.0
+    p95_latency_ms: float = 0.0
+    fallbacks: int = 0
+    redactions: int = 0
+
+
+class UsageReply(msgspec.Struct, frozen=True):
+    rows: tuple[UsageRow, ...] = ()
+    totals: UsageRow | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
     error: str | None = None

@@ -20,7 +20,7 @@ from catalog.schema import Catalog, Model, Route
 from proto import codec, subjects
 from proto.billing import AdmitReply, AdmitRequest, Settle
 from proto.routing import AttemptReport
-from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply
+from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply, UsageQuery, UsageReply
 from services.common.health import add_health_routes
 from services.common.ids import is_ulid, new_ulid
 from services.common.logs import get_logger
@@ -297,17 +297,71 @@ async def list_logs(request: web.Request) -> web.Response:
         logs_query = LogsQuery(
             organization_id=principal.organization_id if not principal.is_admin else query.get("organization_id"),
             api_key_id=query.get("api_key_id"), model=query.get("model"), provider=query.get("provider"),
-            status_code=int(query["status_code"]) if "status_code" in query else None,
-            limit=int(query.get("limit", "50")), cursor=query.get("cursor"))
-    except ValueError:
-        raise InvalidRequest("'status_code' and 'limit' must be integers") from None
+            status_code=_int_param(query, "status_code"), limit=_int_param(query, "limit") or 50,
+            cursor=query.get("cursor"), route_reason=query.get("route_reason"),
+            has_fallback=_bool_param(query, "has_fallback"),
+            since_ms=_int_param(query, "since_ms"), until_ms=_int_param(query, "until_ms"))
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
     if logs_query.cursor is not None and not _valid_cursor(logs_query.cursor):
         raise InvalidRequest("'cursor' must be a next_cursor value from a previous page", param="cursor")
     reply = codec.decode(await _ask(state, subjects.TRACER_LOGS, logs_query), LogsReply)
-    if reply.error:
-        raise ServiceUnavailable(f"log query failed: {reply.error}")
+    _raise_for_tracer_error(reply.error, "log")
     return _json(request, {"object": "list", "data": codec.to_builtins(reply.traces),
                            "next_cursor": reply.next_cursor})
+
+
+async def get_usage(request: web.Request) -> web.Response:
+    """`GET /v1/usage`: requests, tokens, spend, error rate and p50/p95 latency per bucket × group, from the
+    rollups. An org key sees only its organization; the admin token sees all (or one, with `organization_id`)."""
+    state = request.app[STATE]
+    principal = await _principal(request, allow_admin=True)
+    query = request.query
+    try:
+        usage_query = UsageQuery(
+            organization_id=principal.organization_id if not principal.is_admin else query.get("organization_id"),
+            group_by=query.get("group_by", "model"), bucket=query.get("bucket", "hour"),
+            since_ms=_int_param(query, "since_ms"), until_ms=_int_param(query, "until_ms"),
+            api_key_id=query.get("api_key_id"), model=query.get("model"), provider=query.get("provider"))
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    reply = codec.decode(await _ask(state, subjects.TRACER_USAGE, usage_query), UsageReply)
+    _raise_for_tracer_error(reply.error, "usage")
+    return _json(request, {"object": "usage", "group_by": usage_query.group_by, "bucket": usage_query.bucket,
+                           "since_ms": reply.since_ms, "until_ms": reply.until_ms,
+                           "data": codec.to_builtins(reply.rows),
+                           "totals": codec.to_builtins(reply.totals) if reply.totals else None})
+
+
+def _int_param(query: Any, name: str) -> int | None:
+    """An optional integer query parameter; ValueError (→ 400) names the parameter."""
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    value = raw.strip()
+    if not value.lstrip("-").isdigit() or len(value) > 19:
+        raise ValueError(f"'{name}' must be an integer")
+    return int(value)
+
+
+def _bool_param(query: Any, name: str) -> bool | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"'{name}' must be true or false")
+
+
+def _raise_for_tracer_error(error: str | None, what: str) -> None:
+    """The tracer's validation messages are safe to show (400); anything else is an outage (503)."""
+    if error is None:
+        return
+    if error.startswith("bad query: "):
+        raise InvalidRequest(error.removeprefix("bad query: "))
+    raise ServiceUnavailable(f"{what} query failed; try again shortly")
 
 
 def _valid_cursor(cursor: str) -> bool:
@@ -348,6 +402,7 @@ def make_app(state: ProxyState) -> web.Application:
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/traces/{request_id}", get_trace)
     app.router.add_get("/v1/logs", list_logs)
+    app.router.add_get("/v1/usage", get_usage)
     return app
 
 

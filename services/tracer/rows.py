@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -78,8 +79,32 @@ def from_row(row: Sequence[Any]) -> TraceEvent:
                       cost_usd=cost, **values)
 
 
+class QueryError(ValueError):
+    """A query the tracer refuses; the message is safe to show to the caller."""
+
+
+MAX_FILTER_LENGTH = 256
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def check_text(name: str, value: str | None) -> None:
+    if value is not None and (len(value) > MAX_FILTER_LENGTH or "\x00" in value):
+        raise QueryError(f"'{name}' must be at most {MAX_FILTER_LENGTH} characters without NUL")
+
+
+def check_range(since_ms: int | None, until_ms: int | None) -> None:
+    for name, value in (("since_ms", since_ms), ("until_ms", until_ms)):
+        if value is not None and not 0 <= value <= MAX_TIME_MS:
+            raise QueryError(f"'{name}' must be Unix milliseconds between 0 and {MAX_TIME_MS}")
+    if since_ms is not None and until_ms is not None and since_ms >= until_ms:
+        raise QueryError("'since_ms' must be before 'until_ms'")
+
+
 def logs_query(query: LogsQuery) -> tuple[str, dict[str, Any]]:
-    """Parameterized SQL for a page of traces, newest first. User values only ever go in parameters."""
+    """Parameterized SQL for a page of traces, newest first. User values only ever go in parameters.
+
+    Raises QueryError for out-of-range or malformed filters.
+    """
     where = ["1 = 1"]
     params: dict[str, Any] = {"limit": max(1, min(query.limit, MAX_PAGE))}
     filters = (
@@ -87,20 +112,47 @@ def logs_query(query: LogsQuery) -> tuple[str, dict[str, Any]]:
         ("api_key_id", "String", query.api_key_id),
         ("model", "String", query.model),
         ("provider", "String", query.provider),
+        ("route_reason", "String", query.route_reason),
         ("status_code", "UInt16", query.status_code),
     )
     for column, kind, value in filters:
-        if value is not None:
-            where.append(f"{column} = {{{column}:{kind}}}")
-            params[column] = value
+        if value is None:
+            continue
+        if isinstance(value, str):
+            check_text(column, value)
+        elif not 0 <= value <= 65_535:
+            raise QueryError(f"'{column}' must be between 0 and 65535")
+        where.append(f"{column} = {{{column}:{kind}}}")
+        params[column] = value
+    if query.has_fallback is not None:
+        where.append("fallback IS NOT NULL" if query.has_fallback else "fallback IS NULL")
+    check_range(query.since_ms, query.until_ms)
+    if query.since_ms is not None:
+        where.append("ts >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')")
+        params["since_ms"] = query.since_ms
+    if query.until_ms is not None:
+        where.append("ts < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')")
+        params["until_ms"] = query.until_ms
     if query.cursor:
         cursor_ms, _, cursor_id = query.cursor.partition(":")
+        if not cursor_ms.isdigit() or len(cursor_ms) > 15 or not cursor_id:
+            raise QueryError("'cursor' must be a next_cursor value from a previous page")
+        check_text("cursor", cursor_id)
         where.append("(ts, request_id) < (fromUnixTimestamp64Milli({cursor_ms:Int64}, 'UTC'), {cursor_id:String})")
         params["cursor_ms"] = int(cursor_ms)
         params["cursor_id"] = cursor_id
     sql = (f"SELECT {SELECT_LIST} FROM traces FINAL WHERE {' AND '.join(where)} "
            "ORDER BY ts DESC, request_id DESC LIMIT {limit:UInt32}")
     return sql, params
+
+
+def dedup_token(request_ids: Iterable[str]) -> str:
+    """The insert_deduplication_token of a batch: a hash of its request ids, in order."""
+    digest = hashlib.sha256()
+    for request_id in request_ids:
+        digest.update(request_id.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def cursor_of(event: TraceEvent) -> str:

@@ -9,8 +9,25 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 ) ENGINE = ReplacingMergeTree ORDER BY version
 """
 
-# (version, statement). Append only; never edit an applied migration.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
+# How many recent insert blocks each table remembers for insert deduplication.
+DEDUP_WINDOW = 10_000
+
+# One row per request into the per-minute rollup; shared by the materialized view and the backfill.
+USAGE_MINUTE_SELECT = """SELECT
+    toStartOfMinute(ts) AS minute, organization_id, api_key_id, model, provider,
+    toUInt64(count()) AS requests,
+    toUInt64(countIf(status_code >= 400)) AS errors,
+    sum(toUInt64(prompt_tokens)) AS prompt_tokens,
+    sum(toUInt64(completion_tokens)) AS completion_tokens,
+    sum(toUInt64(total_tokens)) AS total_tokens,
+    sum(cost_usd) AS cost_usd,
+    toUInt64(countIf(fallback IS NOT NULL)) AS fallbacks,
+    sum(toUInt64(redactions)) AS redactions,
+    quantilesState(0.5, 0.95)(latency_ms) AS latency_ms"""
+USAGE_MINUTE_GROUP = "GROUP BY minute, organization_id, api_key_id, model, provider"
+
+# (version, statement or statements). Append only; never edit an applied migration.
+MIGRATIONS: tuple[tuple[int, str | tuple[str, ...]], ...] = (
     (1, """
 CREATE TABLE IF NOT EXISTS traces (
     request_id String,
@@ -47,6 +64,37 @@ CREATE TABLE IF NOT EXISTS traces (
 PARTITION BY toYYYYMM(ts)
 ORDER BY (organization_id, ts, request_id)
 """),
+    # Insert deduplication for a non-replicated table: a retried batch carrying the same
+    # insert_deduplication_token is dropped, and (with deduplicate_blocks_in_dependent_materialized_views)
+    # so is its contribution to the rollups.
+    (2, f"ALTER TABLE traces MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW}"),
+    (3, f"""
+CREATE TABLE IF NOT EXISTS usage_minute (
+    minute DateTime('UTC'),
+    organization_id LowCardinality(String),
+    api_key_id LowCardinality(String),
+    model LowCardinality(String),
+    provider LowCardinality(String),
+    requests SimpleAggregateFunction(sum, UInt64),
+    errors SimpleAggregateFunction(sum, UInt64),
+    prompt_tokens SimpleAggregateFunction(sum, UInt64),
+    completion_tokens SimpleAggregateFunction(sum, UInt64),
+    total_tokens SimpleAggregateFunction(sum, UInt64),
+    cost_usd SimpleAggregateFunction(sum, Decimal(38, 12)),
+    fallbacks SimpleAggregateFunction(sum, UInt64),
+    redactions SimpleAggregateFunction(sum, UInt64),
+    latency_ms AggregateFunction(quantiles(0.5, 0.95), Float64)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (organization_id, minute, api_key_id, model, provider)
+SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
+"""),
+    (4, f"CREATE MATERIALIZED VIEW IF NOT EXISTS usage_minute_mv TO usage_minute AS {USAGE_MINUTE_SELECT} FROM traces"
+        f" {USAGE_MINUTE_GROUP}"),
+    # Backfill what `traces` held before the rollup existed (runs before the consumer starts; the
+    # truncate makes a retried migration exact).
+    (5, ("TRUNCATE TABLE IF EXISTS usage_minute",
+         f"INSERT INTO usage_minute {USAGE_MINUTE_SELECT} FROM traces FINAL {USAGE_MINUTE_GROUP}")),
 )
 
 

@@ -16,11 +16,11 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from proto import codec, subjects
-from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply
+from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply, UsageQuery, UsageReply
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
-from services.tracer import rows
+from services.tracer import rows, usage
 from services.tracer.metrics import TracerMetrics
 from services.tracer.settings import Settings
 from services.tracer.store import TraceStore
@@ -46,6 +46,7 @@ class Tracer:
     async def start(self) -> None:
         self._subs.append(await self._nc.subscribe(subjects.TRACER_GET, cb=self._on_get))
         self._subs.append(await self._nc.subscribe(subjects.TRACER_LOGS, cb=self._on_logs))
+        self._subs.append(await self._nc.subscribe(subjects.TRACER_USAGE, cb=self._on_usage))
         self._consumer = asyncio.create_task(self._consume(), name="trace-consumer")
 
     async def stop(self) -> None:
@@ -101,7 +102,7 @@ class Tracer:
             return
         started = time.perf_counter()
         try:
-            await self._store.insert(rows.unique_rows(events))
+            await self.store_events(events, redelivered={m.metadata.num_delivered or 1 for m in good} != {1})
         except Exception as exc:  # ClickHouse down: leave the batch unacked, retry after a pause
             self.last_insert_error = type(exc).__name__
             self.metrics.failed_inserts.inc()
@@ -119,6 +120,22 @@ class Tracer:
         self.metrics.inserted.inc(len(events))
         log.debug("trace_batch_inserted", batch=len(events), ms=round((time.perf_counter() - started) * 1000, 2))
 
+    async def store_events(self, events: list[TraceEvent], *, redelivered: bool) -> int:
+        """Insert a batch exactly once into `traces` and the rollups; returns the rows inserted.
+
+        In-batch repeats are dropped; a retry of the same batch is dropped by ClickHouse (insert
+        deduplication token = hash of its request ids); when the batch holds redelivered messages,
+        request ids already stored are dropped first (a redelivery can land in a different batch).
+        """
+        batch = rows.unique_rows(events)
+        if redelivered and batch:
+            stored = await self._store.existing_ids([(row[2], round(row[1].timestamp() * 1000), row[0])
+                                                     for row in batch])
+            batch = [row for row in batch if row[0] not in stored]
+        if batch:
+            await self._store.insert(batch, dedup_token=rows.dedup_token(row[0] for row in batch))
+        return len(batch)
+
     async def get(self, query: TraceQuery) -> TraceEvent | None:
         sql = f"SELECT {rows.SELECT_LIST} FROM traces FINAL WHERE request_id = {{request_id:String}}"
         params: dict[str, Any] = {"request_id": query.request_id}
@@ -135,6 +152,17 @@ class Tracer:
         more = len(traces) == params["limit"]
         return LogsReply(traces=traces, next_cursor=rows.cursor_of(traces[-1]) if more else None)
 
+    async def usage(self, query: UsageQuery, now_ms: int | None = None) -> UsageReply:
+        """Usage per bucket × group and totals, from the per-minute rollup only."""
+        since, until = usage.resolve(query, now_ms if now_ms is not None else int(time.time() * 1000))
+        sql, params = usage.usage_query(query, since, until)
+        _, found = await self._store.select(sql, params)
+        result = tuple(usage.to_usage_row(usage.bucket_ms(row[0]), row[1], row[2:]) for row in found)
+        sql, params = usage.totals_query(query, since, until)
+        _, total = await self._store.select(sql, params)
+        totals = usage.to_usage_row(since, "", total[0]) if total else None
+        return UsageReply(rows=result, totals=totals, since_ms=since, until_ms=until)
+
     async def _on_get(self, msg: Msg) -> None:
         try:
             reply = TraceReply(trace=await self.get(codec.decode(msg.data, TraceQuery)))
@@ -150,7 +178,18 @@ class Tracer:
         except (msgspec.DecodeError, ValueError) as exc:
             reply = LogsReply(error=f"bad query: {exc}")
         except Exception as exc:  # store failure: answer with an error rather than go silent
+            log.warning("logs_query_failed", error=type(exc).__name__)
             reply = LogsReply(error=f"trace store unavailable: {type(exc).__name__}")
+        await msg.respond(codec.encode(reply))
+
+    async def _on_usage(self, msg: Msg) -> None:
+        try:
+            reply = await self.usage(codec.decode(msg.data, UsageQuery))
+        except (msgspec.DecodeError, ValueError) as exc:
+            reply = UsageReply(error=f"bad query: {exc}")
+        except Exception as exc:  # store failure: the type only, never the engine's message
+            log.warning("usage_query_failed", error=type(exc).__name__)
+            reply = UsageReply(error=f"trace store unavailable: {type(exc).__name__}")
         await msg.respond(codec.encode(reply))
 
 

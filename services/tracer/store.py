@@ -41,12 +41,33 @@ class TraceStore:
         applied = {row[0] for row in client.query("SELECT version FROM schema_migrations FINAL").result_rows}
         for version, statement in schema.MIGRATIONS:
             if version not in applied:
-                client.command(statement)
+                for step in (statement,) if isinstance(statement, str) else statement:
+                    client.command(step)
                 client.insert("schema_migrations", [[version]], column_names=["version"])
         client.command(schema.ttl_statement(ttl_days))
 
-    async def insert(self, batch: list[list[Any]]) -> None:
-        await self._run(lambda: self._connect().insert("traces", batch, column_names=list(rows.COLUMNS)))
+    async def insert(self, batch: list[list[Any]], *, dedup_token: str | None = None) -> None:
+        """Insert one block; a retry with the same `dedup_token` is dropped, rollups included."""
+        settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
+        await self._run(lambda: self._connect().insert("traces", batch, column_names=list(rows.COLUMNS),
+                                                       settings=settings))
+
+    async def existing_ids(self, keys: list[tuple[str, int, str]]) -> set[str]:
+        """Which of these (organization_id, timestamp_ms, request_id) are already stored.
+
+        Used for redelivered messages only; the primary key (organization, ts) bounds the scan.
+        """
+        if not keys:
+            return set()
+        sql = ("SELECT DISTINCT request_id FROM traces WHERE organization_id IN {orgs:Array(String)} "
+               "AND ts BETWEEN fromUnixTimestamp64Milli({lo:Int64}, 'UTC') "
+               "AND fromUnixTimestamp64Milli({hi:Int64}, 'UTC') AND request_id IN {ids:Array(String)}")
+        params = {"orgs": sorted({k[0] for k in keys}), "lo": min(k[1] for k in keys),
+                  "hi": max(k[1] for k in keys), "ids": [k[2] for k in keys]}
+        _, found = await self.select(sql, params)
+        return {row[0] for row in found}
 
     async def select(self, sql: str, params: dict[str, Any], *, readonly: bool = False) -> Result:
         settings = {"readonly": 1} if readonly else None

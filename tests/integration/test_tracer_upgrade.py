@@ -1,0 +1,32 @@
+"""Upgrading a database that only has migration 1: the rollup is created and backfilled exactly once.
+
+Its own module: chdb allows one open data path per process, and the rollup module holds another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from services.tracer import rows, schema
+from services.tracer.store import TraceStore
+from tests.integration.test_tracer_rollups import Harness, event, rollup_vs_raw
+
+
+def test_upgrade_from_v1_backfills_the_rollup_once(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    store = TraceStore(f"chdb:///{tmp_path}")
+    client = loop.run_until_complete(store._run(store._connect))
+    client.command(schema.MIGRATIONS_TABLE)
+    client.command(schema.MIGRATIONS[0][1])
+    client.insert("schema_migrations", [[1]], column_names=["version"])
+    old = [event(i) for i in range(50)]
+    client.insert("traces", rows.unique_rows(old), column_names=list(rows.COLUMNS))
+    client.insert("traces", rows.unique_rows(old[:5]), column_names=list(rows.COLUMNS))  # a pre-upgrade duplicate
+    loop.run_until_complete(store.open(ttl_days=3650))
+    loop.run_until_complete(store.open(ttl_days=3650))  # idempotent
+    h = Harness(store, loop)
+    raw, rolled = rollup_vs_raw(h)
+    assert raw[0] == 50 and raw == rolled
+    loop.run_until_complete(store.close())
+    loop.close()
