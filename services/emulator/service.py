@@ -345,8 +345,9 @@ def make_app(settings: Settings) -> web.Application:
     app.router.add_delete("/_emulator/requests", clear_requests)
     add_health_routes(app, ready)
     # The other wire formats register themselves; imported here because they import this module.
-    from services.emulator import anthropic_routes, gemini_routes
+    from services.emulator import anthropic_routes, bedrock_routes, gemini_routes
 
     anthropic_routes.register(app)
     gemini_routes.register(app)
+    bedrock_routes.register(app)
     return app

@@ -30,7 +30,7 @@ async def main(stop: asyncio.Event) -> None:
     publisher.start()
     session = client_session()
     targets = providers.resolve_targets(settings.catalog, settings.provider_keys, settings.emulator_url,
-                                        base_urls=settings.provider_urls)
+                                        base_urls=settings.provider_urls, aws=settings.aws)
     billing = BillingClient(nc, timeout_s=settings.billing_timeout_s, fail_open_s=settings.billing_fail_open_s)
     billing.start()
     routing = RoutingView(nc, catalog=settings.catalog, providers=targets)

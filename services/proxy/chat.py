@@ -16,7 +16,7 @@ from proto import codec
 from proto.trace import Attempt, TraceEvent
 from services.proxy import openai_wire as wire
 from services.proxy.auth import Principal
-from services.proxy.dialects import DIALECTS, Dialect, StreamBroken, StreamDecoder, UpstreamCall
+from services.proxy.dialects import Dialect, StreamBroken, StreamDecoder, UpstreamCall, dialect_for
 from services.proxy.errors import InvalidRequest, NotFound, ProxyError, UpstreamError, UpstreamUnavailable
 from services.proxy.providers import Target
 
@@ -168,7 +168,7 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
     """Non-streaming: one upstream call; OpenAI-format bodies pass through (plus `routeur_trace` when asked)."""
     route, model = call.route, call.model
     assert route is not None and model is not None
-    dialect = DIALECTS[target.format]
+    dialect = dialect_for(target)
     status, raw = await exchange(call, upstream, dialect.request(target, body, route.upstream_model), dialect)
     call.first_byte = call.upstream_ended
     try:
@@ -193,7 +193,7 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
     route, model = call.route, call.model
     assert route is not None and model is not None
     caller_wants_usage = wire.wants_usage_chunk(body)
-    dialect = DIALECTS[target.format]
+    dialect = dialect_for(target)
     outbound = dialect.request(target, body, route.upstream_model)
     call.upstream_started = time.perf_counter()
     try:

@@ -186,3 +186,13 @@ class GeminiDialect:
 
 DIALECTS: dict[str, Dialect] = {"openai": OpenAIDialect(), "azure": AzureDialect(),
                                 "anthropic": AnthropicDialect(), "gemini": GeminiDialect()}
+
+
+def dialect_for(target: Target) -> Dialect:
+    """The wire format of a target; Bedrock's carries the target's SigV4 credentials."""
+    if target.format == "bedrock":
+        from services.proxy.dialect_bedrock import BedrockDialect  # imports this module
+
+        return BedrockDialect(secret_key=target.secret_key.reveal(), region=target.region or "us-east-1",
+                              session_token=target.session_token.reveal() or None)
+    return DIALECTS[target.format]

@@ -16,7 +16,7 @@ from proto.trace import TraceEvent
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import gemini
 from services.proxy.chat import Call, Upstream, exchange
-from services.proxy.dialects import DIALECTS, UpstreamCall
+from services.proxy.dialects import UpstreamCall, dialect_for
 from services.proxy.errors import InvalidRequest
 from services.proxy.providers import Target
 
@@ -74,7 +74,7 @@ async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, An
     """One upstream embeddings call; the answer in OpenAI's CreateEmbeddingResponse shape."""
     route, model = call.route, call.model
     assert route is not None and model is not None
-    status, raw = await exchange(call, upstream, _outbound(target, body, route), DIALECTS[target.format])
+    status, raw = await exchange(call, upstream, _outbound(target, body, route), dialect_for(target))
     if target.format == "gemini":
         inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
         translated, call.usage_estimated = gemini.embeddings_from_upstream(

@@ -11,6 +11,7 @@ from catalog import loader
 from catalog.schema import Catalog
 from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
 from services.proxy.auth import KeyRing
+from services.proxy.providers import AwsSigning
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -22,6 +23,7 @@ class Settings(msgspec.Struct, frozen=True):
     catalog: Catalog
     provider_keys: dict[str, Secret]
     provider_urls: dict[str, str]
+    aws: AwsSigning
     emulator_url: str
     max_body_bytes: int
     connect_timeout_s: float
@@ -47,6 +49,11 @@ def load(environ: Mapping[str, str]) -> Settings:
                      if environ.get(p.api_key_env)}
     provider_urls = {name: environ[p.base_url_env] for name, p in catalog.providers.items()
                      if p.base_url_env and environ.get(p.base_url_env)}
+    if environ.get("AWS_ACCESS_KEY_ID") and not environ.get("AWS_SECRET_ACCESS_KEY"):
+        raise SettingsError("AWS_SECRET_ACCESS_KEY is required when AWS_ACCESS_KEY_ID is set (Bedrock routes)")
+    region = env_str(environ, "AWS_REGION", "") or env_str(environ, "AWS_DEFAULT_REGION", "us-east-1")
+    if "bedrock" in catalog.providers and not provider_urls.get("bedrock") and environ.get("AWS_ACCESS_KEY_ID"):
+        provider_urls["bedrock"] = f"https://bedrock-runtime.{region}.amazonaws.com"
     settings = Settings(
         host=env_str(environ, "PROXY_HOST", "127.0.0.1"),
         port=env_int(environ, "PROXY_PORT", 8080),
@@ -56,6 +63,8 @@ def load(environ: Mapping[str, str]) -> Settings:
         catalog=catalog,
         provider_keys=provider_keys,
         provider_urls=provider_urls,
+        aws=AwsSigning(secret_key=env_secret(environ, "AWS_SECRET_ACCESS_KEY", ""), region=region,
+                       session_token=env_secret(environ, "AWS_SESSION_TOKEN", "")),
         emulator_url=env_str(environ, "ROUTEUR_EMULATOR_URL", ""),
         max_body_bytes=env_int(environ, "PROXY_MAX_BODY_BYTES", 8 * 1024 * 1024),
         connect_timeout_s=env_float(environ, "UPSTREAM_CONNECT_TIMEOUT_S", 5.0),

@@ -94,3 +94,23 @@ def test_family_with_no_healthy_route_is_503_and_never_leaves_the_family(stack: 
         "GET", f"{stack.proxy_url}/v1/traces/{request_id}", token=stack.secrets["ROUTEUR_API_KEY"])))
     assert {a["provider"] for a in trace["attempts"]} == {"groq", "together"}
     assert trace["status_code"] == 503 and trace["cost_usd"] == 0
+
+
+def test_claude_falls_back_to_bedrock_converse(stack: Stack) -> None:
+    client, emulator = _client(stack), stack.children["emulator"].url
+    http_json("PUT", f"{emulator}/_emulator/faults/claude-haiku-4-5-20251001", body={"status": 529})
+    try:
+        trace = _trace(client, "claude-haiku-4.5")
+        stream = list(client.chat.completions.create(model="claude-haiku-4.5", messages=MESSAGES, stream=True,
+                                                     stream_options={"include_usage": True}))
+    finally:
+        http_json("DELETE", f"{emulator}/_emulator/faults")
+    assert (trace["status_code"], trace["provider"]) == (200, "bedrock")
+    assert trace["upstream_model"] == "anthropic.claude-haiku-4-5-20251001-v1:0"
+    assert trace["fallback"].startswith("bedrock/anthropic.claude-haiku-4-5-20251001-v1:0; error:")
+    assert trace["prompt_tokens"] > 0 and trace["completion_tokens"] > 0 and trace["usage_estimated"] is False
+    usage = [c.usage for c in stream if c.usage is not None]
+    assert len(usage) == 1 and usage[0].total_tokens > 0
+    _, seen = http_json("GET", f"{emulator}/_emulator/requests?limit=3")
+    bedrock = [r for r in seen["requests"] if r["path"].startswith("/model/")]
+    assert bedrock and all("authorization" not in r["headers"] for r in bedrock)

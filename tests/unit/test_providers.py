@@ -45,6 +45,11 @@ def test_unsupported_formats_are_skipped_and_base_url_can_be_overridden() -> Non
 
 
 def test_every_supported_format_has_a_dialect() -> None:
-    from services.proxy.dialects import DIALECTS
+    from services.proxy.dialects import dialect_for
 
-    assert set(DIALECTS) == set(providers.SUPPORTED_FORMATS)
+    for fmt in providers.SUPPORTED_FORMATS:
+        target = providers.Target("p", "https://bedrock-runtime.eu-west-1.amazonaws.com", Secret("AKIDEXAMPLE"), fmt,
+                                  emulated=False, secret_key=Secret("s"), region="eu-west-1")
+        call = dialect_for(target).request(target, {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                                           "upstream-model")
+        assert call.url.startswith(target.base_url) and call.body

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import uuid
 import zlib
 from collections.abc import Callable, Mapping
 
@@ -14,7 +13,8 @@ MAX_HEADERS_LENGTH = 128 * 1024
 MAX_PAYLOAD_LENGTH = 24 * 1024 * 1024
 """The limits botocore enforces; a longer frame means a corrupt or hostile stream, not a big answer."""
 
-HeaderValue = bool | int | bytes | str | uuid.UUID
+HeaderValue = bool | int | bytes | str
+"""Booleans; bytes, shorts, ints, longs and timestamps (ms) as int; byte arrays and uuids as bytes; strings."""
 Message = tuple[dict[str, HeaderValue], bytes]
 """One decoded message: its headers and its payload."""
 
@@ -57,7 +57,7 @@ def _string(data: bytes, at: int) -> tuple[HeaderValue, int]:
 def _uuid(data: bytes, at: int) -> tuple[HeaderValue, int]:
     if at + 16 > len(data):
         raise EventStreamError("uuid header value runs past the end of the headers section")
-    return uuid.UUID(bytes=data[at : at + 16]), at + 16
+    return data[at : at + 16], at + 16
 
 
 _READERS: dict[int, Callable[[bytes, int], tuple[HeaderValue, int]]] = {
@@ -88,6 +88,8 @@ def decode_headers(data: bytes) -> dict[str, HeaderValue]:
             reader = _READERS.get(kind)
             if reader is None:
                 raise EventStreamError(f"header {name!r} has unknown value type {kind}")
+            if name in headers:
+                raise EventStreamError(f"header {name!r} appears twice")
             headers[name], at = reader(data, at + 1)
     except (IndexError, struct.error, UnicodeDecodeError):
         raise EventStreamError("headers section is truncated or malformed") from None

@@ -1,0 +1,463 @@
+"""AWS Bedrock Converse / ConverseStream <-> OpenAI chat completions: pure translations, errors and SigV4 signing."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+SIGNING_NAME = "bedrock"
+"""SigV4 service name: the endpoint is `bedrock-runtime.{region}.amazonaws.com`, the signing scope `bedrock`."""
+JSON_OBJECT_INSTRUCTION = "Respond with one valid JSON object and nothing else: no prose and no code fences."
+IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
+                 "image/webp": "webp"}
+DOCUMENT_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "text/html": "html", "text/plain": "txt",
+                    "text/markdown": "md"}
+_HOST = re.compile(r"^bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+_TOOL_USE_ID = re.compile(r"[^a-zA-Z0-9_.:-]")
+_LLAMA = "meta.llama"
+"""Model ids (and inference profiles) of Meta Llama, which accept only the `auto` tool choice."""
+
+# OpenAI parameters with no Converse equivalent, and the values that mean "not used" (those pass silently).
+_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "n": (None, 1), "seed": (None,), "logprobs": (None, False), "top_logprobs": (None, 0), "logit_bias": (None, {}),
+    "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "audio": (None,), "modalities": (None, ["text"]),
+    "prediction": (None,), "functions": (None, []), "function_call": (None,), "web_search_options": (None,),
+    "reasoning_effort": (None,),
+}
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+           "model_context_window_exceeded": "length", "tool_use": "tool_calls",
+           "guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
+# Bedrock exception -> (OpenAI type, OpenAI code, HTTP status the proxy should answer with)
+_ERRORS: dict[str, tuple[str, str | None, int]] = {
+    "ValidationException": ("invalid_request_error", None, 400),
+    "ServiceQuotaExceededException": ("insufficient_quota", "insufficient_quota", 429),
+    "AccessDeniedException": ("permission_error", "permission_denied", 403),
+    "UnrecognizedClientException": ("authentication_error", "invalid_api_key", 401),
+    "InvalidSignatureException": ("authentication_error", "invalid_api_key", 401),
+    "IncompleteSignatureException": ("authentication_error", "invalid_api_key", 401),
+    "MissingAuthenticationTokenException": ("authentication_error", "invalid_api_key", 401),
+    "ExpiredTokenException": ("authentication_error", "invalid_api_key", 401),
+    "ResourceNotFoundException": ("invalid_request_error", "model_not_found", 404),
+    "ModelTimeoutException": ("server_error", "timeout", 504),
+    "ThrottlingException": ("rate_limit_error", "rate_limit_exceeded", 429),
+    "ModelNotReadyException": ("server_error", "model_not_ready", 503),
+    "ModelErrorException": ("server_error", "model_error", 502),
+    "ModelStreamErrorException": ("server_error", "model_error", 502),
+    "InternalServerException": ("server_error", "internal_error", 500),
+    "ServiceUnavailableException": ("server_error", "overloaded", 503),
+}
+ERROR_TYPES_BY_STATUS = {400: "ValidationException", 401: "UnrecognizedClientException",
+                         403: "AccessDeniedException", 404: "ResourceNotFoundException",
+                         408: "ModelTimeoutException", 424: "ModelErrorException", 429: "ThrottlingException",
+                         500: "InternalServerException", 503: "ServiceUnavailableException"}
+"""The Bedrock exception for an HTTP status, when neither the `x-amzn-ErrorType` header nor the body says."""
+_DECODER = msgspec.json.Decoder()
+
+
+class TranslationError(ValueError):
+    """A request that cannot be expressed in the Converse API; the proxy answers 400 naming `param`."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class UnsupportedParameter(TranslationError):
+    """A parameter the target model's API has no equivalent for."""
+
+    def __init__(self, param: str, model: str, detail: str = "") -> None:
+        super().__init__(f"'{param}' is not supported by model '{model}' (AWS Bedrock)"
+                         + (f": {detail}" if detail else ""), param=param)
+        self.model = model
+
+
+# --------------------------------------------------------------------------- OpenAI request -> Converse
+
+
+def model_path(upstream_model: str, *, stream: bool) -> str:
+    """`model/{id}/converse[-stream]` with the id percent-encoded as one path segment, as boto3 does."""
+    return f"model/{quote(upstream_model, safe='')}/{'converse-stream' if stream else 'converse'}"
+
+
+def tool_use_id(call_id: str) -> str:
+    """An OpenAI tool-call id as a valid `toolUseId` (`[a-zA-Z0-9_.:-]{1,64}`); the same input gives the same id."""
+    return (_TOOL_USE_ID.sub("_", call_id) or "call")[:64]
+
+
+def _texts(content: object, where: str) -> list[str]:
+    """The non-empty texts of a string or a list of text/refusal parts (Converse rejects blank text blocks)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content] if content.strip() else []
+    if not isinstance(content, list):
+        raise TranslationError(f"'{where}' must be a string or an array of content parts", param=where)
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
+            raise TranslationError(f"'{where}[{j}]' must be a text part here", param=f"{where}[{j}]")
+        text = part.get("text", part.get("refusal"))
+        if isinstance(text, str) and text.strip():
+            texts.append(text)
+    return texts
+
+
+def _data_url(url: object, where: str, formats: Mapping[str, str], model: str) -> tuple[str, str]:
+    """(Converse format, base64 data) of a base64 data URL; Bedrock cannot fetch http(s) URLs."""
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise UnsupportedParameter(where, model, "only base64 data URLs can be sent; Bedrock cannot fetch URLs")
+    header, comma, data = url[5:].partition(",")
+    media_type, _, encoding = header.partition(";")
+    if not comma or encoding != "base64" or media_type not in formats:
+        raise TranslationError(f"'{where}' must be a base64 data URL of type {', '.join(sorted(formats))}",
+                               param=where)
+    return formats[media_type], data
+
+
+def _user_blocks(content: object, where: str, model: str) -> list[dict[str, Any]]:
+    if not isinstance(content, list):
+        return [{"text": t} for t in _texts(content, where)]
+    blocks: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if isinstance(part.get("text"), str) and part["text"].strip():
+                blocks.append({"text": part["text"]})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            fmt, data = _data_url(url, f"{at}.image_url.url", IMAGE_FORMATS, model)
+            blocks.append({"image": {"format": fmt, "source": {"bytes": data}}})
+        elif kind == "file" and isinstance(part.get("file"), dict):
+            fmt, data = _data_url(part["file"].get("file_data"), f"{at}.file.file_data", DOCUMENT_FORMATS, model)
+            blocks.append({"document": {"format": fmt, "name": f"document {len(blocks) + 1}",
+                                        "source": {"bytes": data}}})
+        else:
+            raise UnsupportedParameter(f"{at}.type", model, f"content parts of type '{kind}' cannot be translated")
+    return blocks
+
+
+def _assistant_blocks(message: Mapping[str, Any], where: str, model: str) -> list[dict[str, Any]]:
+    if message.get("function_call") is not None:
+        raise UnsupportedParameter(f"{where}.function_call", model, "use tool_calls")
+    blocks: list[dict[str, Any]] = [{"text": t} for t in _texts(message.get("content"), f"{where}.content")]
+    for j, call in enumerate(message.get("tool_calls") or []):
+        at = f"{where}.tool_calls[{j}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(call.get("id"), str):
+            raise TranslationError(f"'{at}' must have an id and a function", param=at)
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except json.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise TranslationError(f"'{at}.function.arguments' must be a JSON object",
+                                   param=f"{at}.function.arguments")
+        blocks.append({"toolUse": {"toolUseId": tool_use_id(call["id"]), "name": function.get("name"),
+                                   "input": arguments}})
+    return blocks
+
+
+def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
+    call_id = message.get("tool_call_id")
+    if not isinstance(call_id, str):
+        raise TranslationError(f"'{where}.tool_call_id' is required", param=f"{where}.tool_call_id")
+    content = message.get("content")
+    text = content if isinstance(content, str) else "".join(_texts(content, f"{where}.content"))
+    blocks = [{"text": text}] if text.strip() else []  # Bedrock rejects blank text, even in a tool result
+    return {"toolResult": {"toolUseId": tool_use_id(call_id), "content": blocks, "status": "success"}}
+
+
+def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    """Add blocks as a turn, merging consecutive turns of one role (Converse requires them to alternate)."""
+    if not blocks:
+        return
+    if messages and messages[-1]["role"] == role:
+        messages[-1]["content"].extend(blocks)
+    else:
+        messages.append({"role": role, "content": blocks})
+
+
+def _tool_config(body: Mapping[str, Any], messages: list[dict[str, Any]], model: str,
+                 upstream_model: str) -> dict[str, Any] | None:
+    tools = body.get("tools")
+    if not tools:
+        return None
+    if not isinstance(tools, list):
+        raise TranslationError("'tools' must be an array", param="tools")
+    specs = []
+    for j, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type", "function") != "function":
+            raise UnsupportedParameter(f"tools[{j}].type", model, "only function tools can be translated")
+        spec: dict[str, Any] = {"name": function.get("name")}
+        if function.get("description"):
+            spec["description"] = function["description"]
+        spec["inputSchema"] = {"json": function.get("parameters") or {"type": "object", "properties": {}}}
+        specs.append({"toolSpec": spec})
+    config: dict[str, Any] = {"tools": specs}
+    choice = body.get("tool_choice")
+    forced = choice == "required" or isinstance(choice, dict)
+    if forced and _LLAMA in upstream_model:
+        raise UnsupportedParameter("tool_choice", model, "Llama models on Bedrock only choose tools themselves "
+                                                         "('auto')")
+    if choice in (None, "auto"):
+        pass  # `auto` is Converse's default, and the one choice every tool-using model accepts
+    elif choice == "required":
+        config["toolChoice"] = {"any": {}}
+    elif choice == "none":
+        if any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"]):
+            raise UnsupportedParameter("tool_choice", model, "Converse has no 'none' choice; a conversation with "
+                                                             "tool calls needs its tools, so omit tool_choice")
+        return None
+    elif isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
+        config["toolChoice"] = {"tool": {"name": choice["function"].get("name")}}
+    else:
+        raise UnsupportedParameter("tool_choice", model, "use 'auto', 'none', 'required' or a named function")
+    return config
+
+
+def _check_supported(body: Mapping[str, Any], model: str) -> None:
+    for param, neutral in _UNSUPPORTED.items():
+        if param in body and body[param] not in neutral:
+            raise UnsupportedParameter(param, model)
+    for param in ("temperature", "top_p"):
+        value = body.get(param)
+        if isinstance(value, (int, float)) and not 0 <= value <= 1:
+            raise UnsupportedParameter(param, model, f"Bedrock accepts 0 to 1, got {value}")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text", "json_object"):
+        raise UnsupportedParameter("response_format", model, f"type '{fmt.get('type')}' cannot be translated; "
+                                   "use 'json_object' or a tool with the schema")
+
+
+def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict[str, Any]]:
+    """An OpenAI chat-completions request -> (path under the endpoint, Converse request body).
+
+    The path is `model/{id}/converse` or `model/{id}/converse-stream` (when `stream` is true). Raises
+    UnsupportedParameter / TranslationError (both ValueError with `.param`) for what cannot be sent.
+    """
+    model = str(body.get("model") or upstream_model)
+    _check_supported(body, model)
+    system: list[str] = []
+    messages: list[dict[str, Any]] = []
+    for i, message in enumerate(body.get("messages") or []):
+        where = f"messages[{i}]"
+        role = message.get("role") if isinstance(message, dict) else None
+        if role in ("system", "developer"):
+            system.extend(_texts(message.get("content"), f"{where}.content"))
+        elif role == "user":
+            _append(messages, "user", _user_blocks(message.get("content"), f"{where}.content", model))
+        elif role == "assistant":
+            _append(messages, "assistant", _assistant_blocks(message, where, model))
+        elif role == "tool":
+            _append(messages, "user", [_tool_result(message, where)])
+        else:
+            raise UnsupportedParameter(f"{where}.role", model, f"role '{role}' cannot be translated")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        system.append(JSON_OBJECT_INSTRUCTION)
+    out: dict[str, Any] = {"messages": messages}
+    if system:
+        out["system"] = [{"text": t} for t in system]
+    inference: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    if max_tokens is not None:
+        inference["maxTokens"] = max_tokens
+    if body.get("temperature") is not None:
+        inference["temperature"] = body["temperature"]
+    if body.get("top_p") is not None:
+        inference["topP"] = body["top_p"]
+    stop = body.get("stop")
+    if stop:
+        inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if inference:
+        out["inferenceConfig"] = inference
+    tool_config = _tool_config(body, messages, model, upstream_model)
+    if tool_config is not None:
+        out["toolConfig"] = tool_config
+    return model_path(upstream_model, stream=bool(body.get("stream"))), out
+
+
+# --------------------------------------------------------------------------- Converse response -> OpenAI
+
+
+def usage_to_openai(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """OpenAI CompletionUsage from a Converse `usage`: `inputTokens` excludes cache reads and writes, so the
+    prompt is their sum (= Bedrock's totalTokens - outputTokens) and cached_tokens = cacheReadInputTokens."""
+    usage = usage or {}
+    read = int(usage.get("cacheReadInputTokens") or 0)
+    prompt = int(usage.get("inputTokens") or 0) + read + int(usage.get("cacheWriteInputTokens") or 0)
+    completion = int(usage.get("outputTokens") or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": read, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+    }
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    """OpenAI finish_reason for a Converse stopReason."""
+    return _FINISH.get(stop_reason or "end_turn", "stop")
+
+
+def _arguments(value: object) -> str:
+    return json.dumps(value if value is not None else {}, ensure_ascii=False, separators=(",", ":"))
+
+
+def completion_id() -> str:
+    """Converse answers carry no id (only the `x-amzn-RequestId` header), so the proxy makes one."""
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def from_upstream(resp: Mapping[str, Any], *, model: str, created: int | None = None,
+                  response_id: str | None = None) -> dict[str, Any]:
+    """A Converse response as an OpenAI `chat.completion` answering for the public `model` id."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    message = ((resp.get("output") or {}).get("message") or {})
+    for block in message.get("content") or []:
+        if isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif isinstance(block.get("toolUse"), dict):
+            use = block["toolUse"]
+            calls.append({"id": use.get("toolUseId"), "type": "function",
+                          "function": {"name": use.get("name"), "arguments": _arguments(use.get("input"))}})
+    answer: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
+                              "refusal": None, "annotations": []}
+    if calls:
+        answer["tool_calls"] = calls
+    return {
+        "id": response_id or completion_id(),
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": [{"index": 0, "message": answer, "logprobs": None,
+                     "finish_reason": finish_reason(resp.get("stopReason"))}],
+        "usage": usage_to_openai(resp.get("usage")),
+    }
+
+
+class StreamTranslator:
+    """ConverseStream events (`:event-type`, JSON payload) in, OpenAI `chat.completion.chunk` dicts out.
+
+    `finished` after messageStop (the finish_reason chunk), `done` after metadata (the usage chunk).
+    """
+
+    def __init__(self, *, model: str, include_usage: bool, created: int | None = None,
+                 response_id: str | None = None) -> None:
+        self._model = model
+        self._include_usage = include_usage
+        self._created = int(time.time()) if created is None else created
+        self._id = response_id or completion_id()
+        self._tool_index: dict[int, int] = {}
+        self.usage: dict[str, Any] | None = None
+        self.finished = False
+        self.done = False
+
+    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                                 "model": self._model, "choices": []}
+        if delta is not None:
+            chunk["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        if self._include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def feed(self, event_type: str, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The chunks for one event (often none); unknown event types are ignored."""
+        if event_type == "messageStart":
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if event_type == "contentBlockStart":
+            use = (payload.get("start") or {}).get("toolUse")
+            if not isinstance(use, dict):
+                return []
+            index = self._tool_index.setdefault(int(payload.get("contentBlockIndex") or 0), len(self._tool_index))
+            head = {"index": index, "id": use.get("toolUseId"), "type": "function",
+                    "function": {"name": use.get("name"), "arguments": ""}}
+            return [self._chunk({"tool_calls": [head]})]
+        if event_type == "contentBlockDelta":
+            delta = payload.get("delta") or {}
+            if isinstance(delta.get("text"), str) and delta["text"]:
+                return [self._chunk({"content": delta["text"]})]
+            use = delta.get("toolUse")
+            if isinstance(use, dict) and use.get("input"):
+                index = self._tool_index.get(int(payload.get("contentBlockIndex") or 0), 0)
+                return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": use["input"]}}]})]
+            return []  # reasoningContent and citation deltas have no chat-completions counterpart
+        if event_type == "messageStop":
+            self.finished = True
+            return [self._chunk({}, finish_reason(payload.get("stopReason")))]
+        if event_type == "metadata":
+            self.usage = usage_to_openai(payload.get("usage"))
+            self.done = True
+            return [{**self._chunk(None), "usage": self.usage}] if self._include_usage else []
+        return []  # contentBlockStop, and event types added after this adapter was written
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def exception_name(error_type: str | None, status: int) -> str:
+    """`ThrottlingException` from an `x-amzn-ErrorType` value (`Name:namespace-uri`), a stream
+    `:exception-type` (`throttlingException`) or, when neither is known, the status."""
+    name = (error_type or "").split(":", 1)[0].strip()
+    if name:
+        return name[:1].upper() + name[1:]
+    fallback = "InternalServerException" if status >= 500 else "ValidationException"
+    return ERROR_TYPES_BY_STATUS.get(status, fallback)
+
+
+def openai_status(status: int, error_type: str | None = None) -> int:
+    """The status the proxy answers with (e.g. ModelTimeoutException's 408 becomes 504, 424 becomes 502)."""
+    return _ERRORS.get(exception_name(error_type, status), ("", None, status))[2]
+
+
+def error_to_openai(status: int, body: bytes, error_type: str | None = None) -> dict[str, Any]:
+    """A Bedrock error (`{"message": ...}` plus the `x-amzn-ErrorType` header) as an OpenAI error body."""
+    try:
+        decoded = _DECODER.decode(body) if body else None
+    except msgspec.DecodeError:
+        decoded = None
+    fields = decoded if isinstance(decoded, dict) else {}
+    name = exception_name(error_type or fields.get("__type") or fields.get("code"), status)
+    message = fields.get("message") or fields.get("Message") or f"AWS Bedrock returned HTTP {status} ({name})"
+    openai_type, code, _ = _ERRORS.get(name, ("server_error" if status >= 500 else "invalid_request_error",
+                                              name, status))
+    return {"error": {"message": str(message), "type": openai_type, "param": None, "code": code}}
+
+
+# --------------------------------------------------------------------------- SigV4
+
+
+def region_of(url: str) -> str | None:
+    """The region in a `https://bedrock-runtime.{region}.amazonaws.com` URL, or None for any other host."""
+    host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    match = _HOST.match(host)
+    return match.group(1) if match else None
+
+
+def sign(method: str, url: str, headers: Mapping[str, str], body: bytes, *, access_key: str, secret_key: str,
+         region: str, session_token: str | None = None) -> dict[str, str]:
+    """`headers` plus `X-Amz-Date`, `Authorization` (and `X-Amz-Security-Token`), signed with botocore's SigV4.
+
+    Sign the URL exactly as it goes on the wire: the path's percent-encoding is part of the signature.
+    """
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    SigV4Auth(Credentials(access_key, secret_key, session_token), SIGNING_NAME, region).add_auth(request)
+    return {name: value.decode() if isinstance(value, bytes) else str(value) for name, value in request.headers.items()}
