@@ -35,10 +35,14 @@ test: $(STAMP)           ## the whole suite: real NATS, ClickHouse engine, rados
 test-fast: $(STAMP)      ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+bench: $(STAMP)          ## added latency vs a direct call, max RPS, CPU/request, tracer ingest (~8 min); bench/results/
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(PY) -m pip install -q -e '.[lint]'
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy proto services catalog launcher
+	$(VENV)/bin/mypy proto services catalog launcher bench
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache
