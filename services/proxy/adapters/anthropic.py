@@ -9,6 +9,8 @@ from typing import Any
 
 import msgspec
 
+from services.proxy.adapters.errors import TranslationError, UnsupportedParameter
+
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -51,24 +53,6 @@ ERROR_TYPES_BY_STATUS = {400: "invalid_request_error", 401: "authentication_erro
                          529: "overloaded_error"}
 """The Anthropic error type for an HTTP status (when a body does not say)."""
 _DECODER = msgspec.json.Decoder()
-
-
-class TranslationError(ValueError):
-    """A request that cannot be expressed in the other wire format; the proxy answers 400 naming `param`."""
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-
-
-class UnsupportedParameter(TranslationError):
-    """A parameter the target model's API has no equivalent for."""
-
-    def __init__(self, param: str, model: str, detail: str = "") -> None:
-        super().__init__(f"'{param}' is not supported by model '{model}'" + (f": {detail}" if detail else ""),
-                         param=param)
-        self.model = model
 
 
 class StreamError(Exception):

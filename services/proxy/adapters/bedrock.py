@@ -15,6 +15,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from services.proxy.adapters import errors
+from services.proxy.adapters.errors import TranslationError
+
 SIGNING_NAME = "bedrock"
 """SigV4 service name: the endpoint is `bedrock-runtime.{region}.amazonaws.com`, the signing scope `bedrock`."""
 JSON_OBJECT_INSTRUCTION = "Respond with one valid JSON object and nothing else: no prose and no code fences."
@@ -64,22 +67,8 @@ ERROR_TYPES_BY_STATUS = {400: "ValidationException", 401: "UnrecognizedClientExc
 _DECODER = msgspec.json.Decoder()
 
 
-class TranslationError(ValueError):
-    """A request that cannot be expressed in the Converse API; the proxy answers 400 naming `param`."""
-
-    def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-
-
-class UnsupportedParameter(TranslationError):
-    """A parameter the target model's API has no equivalent for."""
-
-    def __init__(self, param: str, model: str, detail: str = "") -> None:
-        super().__init__(f"'{param}' is not supported by model '{model}' (AWS Bedrock)"
-                         + (f": {detail}" if detail else ""), param=param)
-        self.model = model
+class UnsupportedParameter(errors.UnsupportedParameter):
+    api = "AWS Bedrock"
 
 
 # --------------------------------------------------------------------------- OpenAI request -> Converse
