@@ -195,16 +195,18 @@ def test_unsupported_parameter_names_it(client: anthropic.Anthropic) -> None:
     assert "'thinking'" in error["message"] and "gpt-4o-mini" in error["message"]
 
 
-def test_upstream_overloaded_is_overloaded_error(stack: Stack, client: anthropic.Anthropic) -> None:
+def test_overloaded_anthropic_route_is_served_by_bedrock(stack: Stack, client: anthropic.Anthropic) -> None:
     emulator = stack.children["emulator"].url
     upstream = loader.load().model("claude-sonnet-4.5").routes[0].upstream_model  # type: ignore[union-attr]
     http_json("PUT", f"{emulator}/_emulator/faults/{upstream}", body={"status": 529, "fail_times": 1})
     try:
-        with pytest.raises(anthropic.OverloadedError) as caught:
-            client.messages.create(model="claude-sonnet-4.5", max_tokens=64, messages=MESSAGES)
-        assert caught.value.response.json()["error"]["type"] == "overloaded_error"
+        raw = client.messages.with_raw_response.create(model="claude-sonnet-4.5", max_tokens=64, messages=MESSAGES)
     finally:
         http_json("DELETE", f"{emulator}/_emulator/faults")
+    assert raw.parse().stop_reason in ("end_turn", "max_tokens")
+    status, trace = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(http_json(
+        "GET", f"{stack.proxy_url}/v1/traces/{raw.headers['x-request-id']}", token=stack.secrets["ROUTEUR_API_KEY"])))
+    assert trace["provider"] == "bedrock" and trace["fallback"].endswith("; error:529")
 
 
 def test_stream_cut_short_is_an_error_event(stack: Stack, client: anthropic.Anthropic) -> None:

@@ -494,6 +494,7 @@ def test_pod_environments_pass_each_services_settings(objects: list[Obj], tmp_pa
 def test_provider_key_secret_lists_the_catalogs_providers(objects: list[Obj]) -> None:
     catalog = tomllib.loads((ROOT / "catalog" / "models.toml").read_text(encoding="utf-8"))
     expected = {provider["api_key_env"] for provider in catalog["providers"].values()}
+    expected |= {"AWS_SECRET_ACCESS_KEY"} if "AWS_ACCESS_KEY_ID" in expected else set()  # SigV4 needs the pair
     keys = set(data_of(objects, "Secret", named_prefix(objects, "Secret", "routeur-provider-keys")))
     assert keys in (expected, set()), (  # dev replaces the Secret with an empty one (the emulator)
         f"routeur-provider-keys in deploy/k8s/base/kustomization.yaml should list {sorted(expected)}")
