@@ -10,11 +10,14 @@ from typing import Any
 import msgspec
 
 from services.proxy.adapters.errors import TranslationError, UnsupportedParameter
+from services.proxy.adapters.shared import JSON_OBJECT_INSTRUCTION
+from services.proxy.adapters.shared import append_turn as _append
+from services.proxy.adapters.shared import texts as _texts
+from services.proxy.adapters.shared import tool_arguments as _arguments
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
-JSON_OBJECT_INSTRUCTION = "Respond with one valid JSON object and nothing else: no prose and no code fences."
 
 # Parameters with no Anthropic equivalent, and the values that mean "not used" (those pass silently).
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
@@ -116,24 +119,6 @@ def _text_block(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def _texts(content: object, where: str) -> list[str]:
-    """The non-empty texts of a string or a list of text/refusal parts."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content] if content else []
-    if not isinstance(content, list):
-        raise TranslationError(f"'{where}' must be a string or an array of content parts", param=where)
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise TranslationError(f"'{where}[{j}]' must be a text part here", param=f"{where}[{j}]")
-        text = part.get("text", part.get("refusal"))
-        if isinstance(text, str) and text:
-            texts.append(text)
-    return texts
-
-
 def _data_url(url: str, where: str, allowed: frozenset[str]) -> tuple[str, str]:
     header, comma, data = url[5:].partition(",")
     media_type, _, encoding = header.partition(";")
@@ -205,16 +190,6 @@ def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
     result["content"] = content if isinstance(content, str) else [
         _text_block(t) for t in _texts(content, f"{where}.content")]
     return result
-
-
-def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Add blocks as a turn, merging consecutive turns of one role (e.g. several tool results)."""
-    if not blocks:
-        return
-    if messages and messages[-1]["role"] == role:
-        messages[-1]["content"].extend(blocks)
-    else:
-        messages.append({"role": role, "content": blocks})
 
 
 def _tools(tools: object, model: str) -> list[dict[str, Any]]:
@@ -313,10 +288,6 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- Anthropic response -> OpenAI
-
-
-def _arguments(value: object) -> str:
-    return json.dumps(value if value is not None else {}, ensure_ascii=False, separators=(",", ":"))
 
 
 def from_upstream(resp: Mapping[str, Any], *, model: str, created: int | None = None) -> dict[str, Any]:

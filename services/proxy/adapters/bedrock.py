@@ -17,10 +17,12 @@ from botocore.credentials import Credentials
 
 from services.proxy.adapters import errors
 from services.proxy.adapters.errors import TranslationError
+from services.proxy.adapters.shared import JSON_OBJECT_INSTRUCTION, texts
+from services.proxy.adapters.shared import append_turn as _append
+from services.proxy.adapters.shared import tool_arguments as _arguments
 
 SIGNING_NAME = "bedrock"
 """SigV4 service name: the endpoint is `bedrock-runtime.{region}.amazonaws.com`, the signing scope `bedrock`."""
-JSON_OBJECT_INSTRUCTION = "Respond with one valid JSON object and nothing else: no prose and no code fences."
 IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
                  "image/webp": "webp"}
 DOCUMENT_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "text/html": "html", "text/plain": "txt",
@@ -74,6 +76,10 @@ class UnsupportedParameter(errors.UnsupportedParameter):
 # --------------------------------------------------------------------------- OpenAI request -> Converse
 
 
+def _texts(content: object, where: str) -> list[str]:
+    return texts(content, where, drop_blank=True)  # Converse rejects blank text blocks
+
+
 def model_path(upstream_model: str, *, stream: bool) -> str:
     """`model/{id}/converse[-stream]` with the id percent-encoded as one path segment, as boto3 does."""
     return f"model/{quote(upstream_model, safe='')}/{'converse-stream' if stream else 'converse'}"
@@ -82,24 +88,6 @@ def model_path(upstream_model: str, *, stream: bool) -> str:
 def tool_use_id(call_id: str) -> str:
     """An OpenAI tool-call id as a valid `toolUseId` (`[a-zA-Z0-9_.:-]{1,64}`); the same input gives the same id."""
     return (_TOOL_USE_ID.sub("_", call_id) or "call")[:64]
-
-
-def _texts(content: object, where: str) -> list[str]:
-    """The non-empty texts of a string or a list of text/refusal parts (Converse rejects blank text blocks)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content] if content.strip() else []
-    if not isinstance(content, list):
-        raise TranslationError(f"'{where}' must be a string or an array of content parts", param=where)
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise TranslationError(f"'{where}[{j}]' must be a text part here", param=f"{where}[{j}]")
-        text = part.get("text", part.get("refusal"))
-        if isinstance(text, str) and text.strip():
-            texts.append(text)
-    return texts
 
 
 def _data_url(url: object, where: str, formats: Mapping[str, str], model: str) -> tuple[str, str]:
@@ -167,16 +155,6 @@ def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
     text = content if isinstance(content, str) else "".join(_texts(content, f"{where}.content"))
     blocks = [{"text": text}] if text.strip() else []  # Bedrock rejects blank text, even in a tool result
     return {"toolResult": {"toolUseId": tool_use_id(call_id), "content": blocks, "status": "success"}}
-
-
-def _append(messages: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    """Add blocks as a turn, merging consecutive turns of one role (Converse requires them to alternate)."""
-    if not blocks:
-        return
-    if messages and messages[-1]["role"] == role:
-        messages[-1]["content"].extend(blocks)
-    else:
-        messages.append({"role": role, "content": blocks})
 
 
 def _tool_config(body: Mapping[str, Any], messages: list[dict[str, Any]], model: str,
@@ -303,10 +281,6 @@ def usage_to_openai(usage: Mapping[str, Any] | None) -> dict[str, Any]:
 def finish_reason(stop_reason: str | None) -> str:
     """OpenAI finish_reason for a Converse stopReason."""
     return _FINISH.get(stop_reason or "end_turn", "stop")
-
-
-def _arguments(value: object) -> str:
-    return json.dumps(value if value is not None else {}, ensure_ascii=False, separators=(",", ":"))
 
 
 def completion_id() -> str:
