@@ -17,7 +17,7 @@ from proto.trace import Attempt, TraceEvent
 from services.proxy import openai_wire as wire
 from services.proxy.auth import Principal
 from services.proxy.dialects import Dialect, StreamBroken, StreamDecoder, UpstreamCall, dialect_for
-from services.proxy.errors import InvalidRequest, NotFound, ProxyError, UpstreamError, UpstreamUnavailable
+from services.proxy.errors import ProxyError, UpstreamError, UpstreamUnavailable
 from services.proxy.providers import Target
 
 ENDPOINT = "/v1/chat/completions"
@@ -103,24 +103,6 @@ class Call:
             attempts=tuple(self.attempts),
             usage_estimated=self.usage_estimated,
         )
-
-
-def resolve(call: Call, body: dict[str, Any], catalog_model: Model | None, route: Route | None, *,
-            kind: str = "chat") -> None:
-    """Fill the call's model and route, or raise NotFound for a model nobody can serve."""
-    call.requested_model = body["model"]
-    call.stream = bool(body.get("stream"))
-    if catalog_model is None:
-        raise NotFound(f"The model '{body['model']}' does not exist or you do not have access to it.",
-                       param="model", code="model_not_found")
-    if catalog_model.kind != kind:
-        raise InvalidRequest(f"The model '{body['model']}' is a {catalog_model.kind} model and cannot serve "
-                             f"{call.endpoint}.", param="model", code="model_not_supported")
-    if route is None:
-        raise NotFound(f"The model '{body['model']}' has no provider with credentials configured.",
-                       param="model", code="model_not_available")
-    call.model = catalog_model
-    call.route = route
 
 
 class Upstream:

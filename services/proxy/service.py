@@ -241,7 +241,10 @@ def _decide(state: ProxyState, request: web.Request, call: chat.Call, body: dict
         problem = ("does not exist or you do not have access to it" if exc.code == "model_not_found"
                    else "has no provider with credentials configured")
         raise NotFound(f"The model '{body['model']}' {problem}.", param="model", code=exc.code) from None
-    chat.resolve(call, body, decision.model, decision.candidates[0].route, kind=kind)
+    if decision.model.kind != kind:
+        raise InvalidRequest(f"The model '{body['model']}' is a {decision.model.kind} model and cannot serve "
+                             f"{call.endpoint}.", param="model", code="model_not_supported")
+    call.model, call.route = decision.model, decision.candidates[0].route
     call.route_reason = decision.route_reason
     call.first_choice = decision.first_choice.key
     return decision
