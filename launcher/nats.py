@@ -22,6 +22,11 @@ def nats_binary() -> str:
     return found
 
 
+# Payload archives carry four request/response bodies: the default 1 MiB message limit is too small.
+MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+CONFIG = f"max_payload: {MAX_PAYLOAD_BYTES}\n"
+
+
 class NatsServer:
     """One JetStream-enabled nats-server on 127.0.0.1 with file storage under `data_dir`."""
 
@@ -37,8 +42,10 @@ class NatsServer:
 
     def start(self, timeout: float = 15.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [nats_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.data_dir),
-                "-n", "routeur"]
+        config = self.data_dir / "routeur.conf"
+        config.write_text(CONFIG)
+        argv = [nats_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(self.port), "-js",
+                "-sd", str(self.data_dir), "-n", "routeur"]
         self.proc = procs.spawn(argv, env=dict(os.environ), log_path=self.log_path)
         procs.wait_until(lambda: procs.port_open(self.port), timeout, what="nats-server", proc=self.proc,
                          log_path=self.log_path)

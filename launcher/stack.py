@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import subprocess
@@ -68,14 +69,16 @@ class Stack:
         self._monitor: threading.Thread | None = None
 
     def _load_secrets(self) -> dict[str, str]:
-        """Admin token, demo key and billing's key-hashing secret, made once per data dir (survive restarts)."""
+        """Admin token, demo key, billing's key-hashing secret and the archive master key, made once per data
+        dir (survive restarts)."""
         path = self.data_dir / "secrets.env"
         values: dict[str, str] = {}
         if path.exists():
             values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
         wanted = {"ROUTEUR_ADMIN_TOKEN": lambda: "rt-admin-" + secrets.token_urlsafe(24),
                   "ROUTEUR_API_KEY": lambda: "rk-" + secrets.token_urlsafe(32),
-                  "BILLING_KEY_SECRET": lambda: secrets.token_urlsafe(48)}
+                  "BILLING_KEY_SECRET": lambda: secrets.token_urlsafe(48),
+                  "ROUTEUR_MASTER_KEY": lambda: "k1:" + base64.b64encode(secrets.token_bytes(32)).decode()}
         if all(name in values for name in wanted):
             return values
         for name, make in wanted.items():
@@ -101,6 +104,7 @@ class Stack:
             or f"file://{self.data_dir / 'objects'}",
             "ROUTEUR_ADMIN_TOKEN": self.secrets["ROUTEUR_ADMIN_TOKEN"],
             "BILLING_KEY_SECRET": self.secrets["BILLING_KEY_SECRET"],
+            "ROUTEUR_MASTER_KEY": env.get("ROUTEUR_MASTER_KEY") or self.secrets["ROUTEUR_MASTER_KEY"],
             "BILLING_DATA_DIR": str(self.data_dir / "billing"),
             "ROUTER_RULES": env.get("ROUTER_RULES") or str(self.rules_path),
         })

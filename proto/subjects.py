@@ -29,6 +29,8 @@ ROUTER_SNAPSHOT = "routeur.router.snapshot"  # proto.routing.HealthSnapshot, on 
 BILLING_ADMIT = "routeur.billing.admit"
 BILLING_SETTLE = "routeur.billing.settle"
 BILLING_AUTH = "routeur.billing.auth"
+ARCHIVER_LINK = "routeur.archiver.link"  # proto.payload.PayloadLinkRequest -> PayloadLinkReply
+ARCHIVER_FETCH = "routeur.archiver.fetch"  # proto.payload.PayloadFetchRequest -> PayloadFetchReply
 PING_PREFIX = "routeur.ping"
 
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from launcher.ceph import S3Endpoint
 from launcher.stack import Stack, StackConfig
 
 pytest_plugins = ["tests.fixtures.ceph", "tests.fixtures.emulator"]
@@ -18,14 +19,22 @@ pytest_plugins = ["tests.fixtures.ceph", "tests.fixtures.emulator"]
 T = TypeVar("T")
 
 
+STACK_BUCKET = "routeur-payloads"
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The whole system as separate processes, the emulator as every provider."""
+def stack(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint) -> Iterator[Stack]:
+    """The whole system as separate processes, the emulator as every provider, payload archives in radosgw."""
     data_dir: Path = tmp_path_factory.mktemp("routeur")
     running = Stack(StackConfig(data_dir=data_dir, proxy_port=0, emulator="on", proxies=2,
+                                object_store_url=f"s3://{STACK_BUCKET}",
                                 extra_env={"TRACER_FLUSH_INTERVAL_S": "0.05", "LOG_LEVEL": "INFO",
                                            "PROXY_MAX_BODY_BYTES": str(1 << 20),
-                                           "ROUTER_BREAKER_COOLDOWN_S": "2"}))
+                                           "ROUTER_BREAKER_COOLDOWN_S": "2",
+                                           "S3_ENDPOINT_URL": s3_endpoint.url,
+                                           "S3_ACCESS_KEY": s3_endpoint.access_key,
+                                           "S3_SECRET_KEY": s3_endpoint.secret_key,
+                                           "S3_REGION": s3_endpoint.region}))
     try:
         running.start()
     except RuntimeError:
