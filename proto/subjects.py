@@ -31,6 +31,7 @@ BILLING_SETTLE = "routeur.billing.settle"
 BILLING_AUTH = "routeur.billing.auth"
 ARCHIVER_LINK = "routeur.archiver.link"  # proto.payload.PayloadLinkRequest -> PayloadLinkReply
 ARCHIVER_FETCH = "routeur.archiver.fetch"  # proto.payload.PayloadFetchRequest -> PayloadFetchReply
+BILLING_KEYS = "routeur.billing.keys"  # proto.billing.KeysQuery -> KeysReply (dashboard Keys page)
 PING_PREFIX = "routeur.ping"
 
 
@@ -47,10 +48,12 @@ class StreamSpec(msgspec.Struct, frozen=True):
     max_age_s: float = 7 * 24 * 3600.0
     duplicate_window_s: float = 600.0
     max_bytes: int = -1
+    work_queue: bool = False  # messages are deleted once a consumer acks them
 
 
 STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(TRACE_STREAM, (TRACE_SUBJECT,)),
-    StreamSpec(PAYLOAD_STREAM, (PAYLOAD_SUBJECT,), max_age_s=3 * 24 * 3600.0),
+    # Payload bodies leave the bus as soon as the archiver has stored them encrypted.
+    StreamSpec(PAYLOAD_STREAM, (PAYLOAD_SUBJECT,), max_age_s=3 * 24 * 3600.0, work_queue=True),
     StreamSpec(LEDGER_STREAM, (LEDGER_SUBJECT,), max_age_s=0.0),
 )

@@ -1,31 +1,53 @@
-"""Wiring for `python -m services.archiver`: open the object store, then the shared service skeleton."""
+"""Wiring for `python -m services.archiver`: settings, object store, NATS, consume and serve, drain on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from contextlib import AsyncExitStack
 
-from nats.aio.client import Client
-
+from proto import subjects
 from services.archiver import settings as settings_module
+from services.archiver.links import derive_link_keys
+from services.archiver.service import Archiver, make_app
 from services.archiver.store import open_store
+from services.common import bus
+from services.common.health import serve
 from services.common.lifecycle import run_service
-from services.common.skeleton import run_skeleton
+from services.common.logs import configure_logging, get_logger
 
 
 async def main(stop: asyncio.Event) -> None:
     settings = settings_module.load(os.environ)
+    keys = settings_module.require_master_keys(settings)
+    configure_logging("archiver", settings.base.log_level)
+    log = get_logger()
+    if settings.master_key_placeholder:
+        log.warning("archiver_master_key_placeholder", detail="ROUTEUR_MASTER_KEY is the published deploy/k8s "
+                    "placeholder: payloads are readable by anyone; set k1:$(openssl rand -base64 32)")
     store = open_store(settings.object_store_url, access_key=settings.s3_access_key.reveal(),
                        secret_key=settings.s3_secret_key.reveal(), endpoint_url=settings.s3_endpoint_url,
                        region=settings.s3_region)
-
-    async def setup(_: Client) -> None:
-        await store.ensure_bucket()
-
-    async def check() -> dict[str, object]:
-        return {"object_store": await store.ping()}
-
-    await run_skeleton(stop, name="archiver", settings=settings.base, extra_check=check, setup=setup)
+    await store.ensure_bucket()
+    async with AsyncExitStack() as stack:
+        nc = await bus.connect(settings.base.nats_url, name="archiver")
+        stack.push_async_callback(nc.drain)  # after archiver.stop: flushes the last acks
+        js = nc.jetstream()
+        await bus.ensure_streams(js, (subjects.PAYLOAD_STREAM,), replicas=settings.stream_replicas)
+        archiver = Archiver(nc=nc, js=js, store=store, keys=keys,
+                            link_keys=derive_link_keys(keys, settings.link_key.reveal()),
+                            url_ttl_s=settings.url_ttl_s, retention_days=settings.retention_days,
+                            sweep_interval_s=settings.sweep_interval_s, batch=settings.batch)
+        await archiver.start()
+        stack.push_async_callback(archiver.stop)
+        runner = await serve(make_app(archiver, store, nc), host=settings.base.host, port=settings.base.port)
+        stack.push_async_callback(runner.cleanup)
+        log.info("archiver_started", port=settings.base.port, store=repr(store), active_kid=keys.active.kid,
+                 kids=len(keys.keys), retention_days=settings.retention_days,
+                 link_key="separate" if settings.link_key else "derived")
+        await stop.wait()
+        log.info("archiver_stopping")
+    log.info("archiver_stopped", archived=archiver.archived)
 
 
 if __name__ == "__main__":

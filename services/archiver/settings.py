@@ -6,25 +6,84 @@ from collections.abc import Mapping
 
 import msgspec
 
-from services.common.settings import Secret, env_secret, env_str
+from services.archiver.envelope import MASTER_KEY_VARIABLE, KeyRing, parse_master_keys
+from services.archiver.errors import InvalidMasterKey
+from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
 from services.common.skeleton import BaseSettings, load_base
+
+LINK_KEY_VARIABLE = "ROUTEUR_PAYLOAD_LINK_KEY"
+MIN_LINK_KEY_CHARS = 32
+MAX_URL_TTL_S = 7 * 86_400
+PLACEHOLDER = "CHANGE_ME"  # deploy/k8s ships a format-valid placeholder key containing this
 
 
 class Settings(msgspec.Struct, frozen=True):
     base: BaseSettings
+    stream_replicas: int
     object_store_url: str
     s3_endpoint_url: str
     s3_access_key: Secret
     s3_secret_key: Secret
     s3_region: str
+    # None only when ROUTEUR_MASTER_KEY is unset: the migrate Job loads these settings for the object
+    # store alone; the archiver itself calls require_master_keys() before it starts.
+    master_keys: KeyRing | None
+    master_key_placeholder: bool
+    link_key: Secret
+    url_ttl_s: int
+    retention_days: int
+    sweep_interval_s: float
+    batch: int
+
+
+def _bounded(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise SettingsError(f"environment variable {name} must be between {low:g} and {high:g}, got {value:g}")
+
+
+def _master_keys(environ: Mapping[str, str]) -> KeyRing | None:
+    raw = environ.get("ROUTEUR_MASTER_KEY", "")
+    if not raw:
+        return None
+    try:
+        return parse_master_keys(raw, variable="ROUTEUR_MASTER_KEY")
+    except InvalidMasterKey as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def load(environ: Mapping[str, str]) -> Settings:
-    return Settings(
+    link_key = env_secret(environ, "ROUTEUR_PAYLOAD_LINK_KEY", "")
+    if link_key and len(link_key.reveal()) < MIN_LINK_KEY_CHARS:
+        raise SettingsError(f"environment variable {LINK_KEY_VARIABLE} must be at least {MIN_LINK_KEY_CHARS} "
+                            "characters (e.g. openssl rand -base64 32), or unset to derive it from "
+                            f"{MASTER_KEY_VARIABLE}")
+    settings = Settings(
         base=load_base(environ, prefix="ARCHIVER", default_port=8084),
+        stream_replicas=env_int(environ, "NATS_STREAM_REPLICAS", 1),
         object_store_url=env_str(environ, "OBJECT_STORE_URL", "file://./.data/objects"),
         s3_endpoint_url=env_str(environ, "S3_ENDPOINT_URL", ""),
         s3_access_key=env_secret(environ, "S3_ACCESS_KEY", ""),
         s3_secret_key=env_secret(environ, "S3_SECRET_KEY", ""),
         s3_region=env_str(environ, "S3_REGION", "us-east-1"),
+        master_keys=_master_keys(environ),
+        master_key_placeholder=PLACEHOLDER in environ.get("ROUTEUR_MASTER_KEY", ""),
+        link_key=link_key,
+        url_ttl_s=env_int(environ, "PAYLOAD_URL_TTL_S", 900),
+        retention_days=env_int(environ, "ARCHIVER_RETENTION_DAYS", 30),
+        sweep_interval_s=env_float(environ, "ARCHIVER_SWEEP_INTERVAL_S", 3600.0),
+        batch=env_int(environ, "ARCHIVER_BATCH", 64),
     )
+    _bounded("PAYLOAD_URL_TTL_S", settings.url_ttl_s, 1, MAX_URL_TTL_S)
+    _bounded("ARCHIVER_RETENTION_DAYS", settings.retention_days, 0, 36_500)
+    _bounded("ARCHIVER_SWEEP_INTERVAL_S", settings.sweep_interval_s, 1, 7 * 86_400)
+    _bounded("ARCHIVER_BATCH", settings.batch, 1, 1024)
+    return settings
+
+
+def require_master_keys(settings: Settings) -> KeyRing:
+    """The master keys, or a SettingsError saying how to set them (the archiver cannot run without)."""
+    if settings.master_keys is None:
+        raise SettingsError(f"environment variable {MASTER_KEY_VARIABLE} is required by the archiver: "
+                            "'kid:base64 of 32 random bytes' (e.g. k1:$(openssl rand -base64 32)); list older "
+                            "keys after the active one, comma-separated, to keep reading objects they sealed")
+    return settings.master_keys

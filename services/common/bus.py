@@ -43,7 +43,7 @@ def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
     return StreamConfig(
         name=spec.name,
         subjects=list(spec.subjects),
-        retention=RetentionPolicy.LIMITS,
+        retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
         max_age=spec.max_age_s,
@@ -63,4 +63,7 @@ async def ensure_streams(js: JetStreamContext, names: tuple[str, ...] | None = N
         try:
             await js.add_stream(config)
         except BadRequestError:
-            await js.update_stream(config)
+            try:
+                await js.update_stream(config)
+            except BadRequestError as exc:  # e.g. a retention change, which NATS refuses on a live stream
+                log.warning("stream_update_refused", stream=spec.name, detail=str(exc)[:200])

@@ -22,3 +22,13 @@ def new_ulid(now_ms: int | None = None) -> str:
 def is_ulid(text: str) -> bool:
     """True when `text` has the shape of a ULID (26 Crockford base32 characters, first ≤ '7')."""
     return len(text) == 26 and text[0] <= "7" and all(c in _ALPHABET for c in text)
+
+
+def ulid_time_ms(text: str) -> int:
+    """The millisecond timestamp inside a ULID (its first 10 characters); ValueError when `text` is not a ULID."""
+    if not is_ulid(text):
+        raise ValueError("not a ULID: expected 26 Crockford base32 characters")
+    value = 0
+    for char in text[:10]:
+        value = value * 32 + _ALPHABET.index(char)
+    return value
