@@ -30,6 +30,7 @@ status: $(STAMP)
 
 test: $(STAMP)           ## the whole suite: real NATS, ClickHouse engine, radosgw S3
 	bash scripts/ensure-ceph.sh
+	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)      ## unit tests only (no servers)

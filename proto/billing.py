@@ -20,7 +20,10 @@ class KeyLimits(msgspec.Struct, frozen=True):
 
 
 class KeySettings(msgspec.Struct, frozen=True):
-    """Per-key behaviour the proxy applies (payload archive and DLP issues)."""
+    """Payload archive and DLP behaviour the proxy applies, set per key and per organization.
+
+    What billing hands the proxy is the effective merge of both (`services.billing.ledger.effective_settings`).
+    """
 
     archive_payloads: bool = False
     dlp_policy: str = "off"
@@ -133,12 +136,74 @@ class SettleReply(msgspec.Struct, frozen=True, omit_defaults=True):
     retryable: bool = False
 
 
+class KeysQuery(msgspec.Struct, frozen=True):
+    """BILLING_KEYS: keys and wallets for the dashboard; `organization_id` None means every organization (admin)."""
+
+    organization_id: str | None = None
+
+
+class WalletSummary(msgspec.Struct, frozen=True):
+    """An organization's wallet: `available_usd` = balance − open reservations."""
+
+    organization_id: str
+    name: str
+    balance_usd: Decimal
+    reserved_usd: Decimal
+    available_usd: Decimal
+    spent_usd: Decimal
+    settings: KeySettings = KeySettings()
+
+
+class KeySummary(msgspec.Struct, frozen=True):
+    """A key as the dashboard shows it (never its secret nor its digest); `status` is active|disabled|revoked.
+
+    `period_spent_usd` is the settled spend in the current `limits.period` (UTC), the figure `max_spend_usd`
+    caps; `budget_remaining_usd` also subtracts open reservations (None when there is no maxSpend).
+    `settings` are the key's own; `effective_settings` merge in its organization's (what the proxy applies).
+    """
+
+    api_key_id: str
+    organization_id: str
+    name: str
+    status: str
+    created_ms: int
+    limits: KeyLimits
+    spent_usd: Decimal
+    period_spent_usd: Decimal
+    period_start_ms: int | None
+    budget_remaining_usd: Decimal | None
+    reserved_usd: Decimal
+    requests: int
+    tokens: int
+    settings: KeySettings = KeySettings()
+    effective_settings: KeySettings = KeySettings()
+
+
+class KeysReply(msgspec.Struct, frozen=True):
+    """Wallets and keys, ordered by organization then key name; `truncated` when keys were left off."""
+
+    organizations: tuple[WalletSummary, ...] = ()
+    keys: tuple[KeySummary, ...] = ()
+    truncated: bool = False
+    error: str | None = None
+
+
 # --- ROUTEUR_LEDGER events (JetStream, replayed on start) ----------------------------------------
 
 
 class OrgCreated(msgspec.Struct, frozen=True, tag="org_created"):
     organization_id: str
     name: str
+    ts_ms: int
+    settings: KeySettings = KeySettings()
+
+
+class OrgSettingsChanged(msgspec.Struct, frozen=True, tag="org_settings_changed"):
+    """The organization's complete new settings (not a patch), so replay needs no earlier state."""
+
+    update_id: str
+    organization_id: str
+    settings: KeySettings
     ts_ms: int
 
 
@@ -198,7 +263,7 @@ class Settled(msgspec.Struct, frozen=True, tag="settled"):
     ts_ms: int
 
 
-LedgerEvent = OrgCreated | TopUp | Adjustment | KeyCreated | KeyUpdated | KeyRevoked | Settled
+LedgerEvent = OrgCreated | OrgSettingsChanged | TopUp | Adjustment | KeyCreated | KeyUpdated | KeyRevoked | Settled
 
 
 def event_msg_id(event: LedgerEvent) -> str:
@@ -208,6 +273,8 @@ def event_msg_id(event: LedgerEvent) -> str:
             return request_id
         case OrgCreated(organization_id=org_id):
             return f"org_created:{org_id}"
+        case OrgSettingsChanged(update_id=update_id):
+            return f"org_settings_changed:{update_id}"
         case TopUp(topup_id=topup_id):
             return f"top_up:{topup_id}"
         case Adjustment(adjustment_id=adjustment_id):

@@ -1,4 +1,4 @@
-"""Billing's admin HTTP API (Bearer ROUTEUR_ADMIN_TOKEN): organizations, wallets, keys, limits, spend."""
+"""Billing's admin HTTP API (Bearer ROUTEUR_ADMIN_TOKEN): organizations, wallets, keys, limits, settings, spend."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from services.billing.limits import period_start_ms
 from services.billing.service import Billing
 from services.billing.settings import Settings
 from services.billing.state import KeyState, OrgState
-from services.billing.validate import KeyPatch
+from services.billing.validate import KeyPatch, OrgPatch
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
@@ -36,6 +36,8 @@ _PARAM = re.compile(r"(?:at `\$\.|field `)([A-Za-z0-9_]+)")
 class CreateOrg(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str | None = None
     name: str = ""
+    archive_payloads: bool = False
+    dlp_policy: str = "off"
 
 
 class TopUpBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -62,6 +64,8 @@ class CreateKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class OrgView(msgspec.Struct, frozen=True):
+    """An organization's wallet and its own settings (which every key of the org inherits, see KeyView)."""
+
     id: str
     name: str
     created_ms: int
@@ -72,10 +76,16 @@ class OrgView(msgspec.Struct, frozen=True):
     adjusted_usd: Decimal
     spent_usd: Decimal
     keys: int
+    archive_payloads: bool
+    dlp_policy: str
 
 
 class KeyView(msgspec.Struct, frozen=True):
-    """A key as the admin sees it: never its secret nor its digest."""
+    """A key as the admin sees it: never its secret nor its digest.
+
+    `archive_payloads` and `dlp_policy` are the key's own; `effective` merges in its organization's settings
+    and is what the proxy applies (so an org that archives makes every key's `effective.archive_payloads` true).
+    """
 
     id: str
     organization_id: str
@@ -97,6 +107,7 @@ class KeyView(msgspec.Struct, frozen=True):
     reserved_usd: Decimal
     requests: int
     tokens: int
+    effective: KeySettings
 
 
 def org_view(ledger: Ledger, org: OrgState, keys: int | None = None) -> OrgView:
@@ -105,7 +116,8 @@ def org_view(ledger: Ledger, org: OrgState, keys: int | None = None) -> OrgView:
         keys = sum(1 for key in ledger.state.keys.values() if key.organization_id == org.id)
     return OrgView(id=org.id, name=org.name, created_ms=org.created_ms, balance_usd=org.balance_usd,
                    reserved_usd=reserved, available_usd=org.balance_usd - reserved, topped_up_usd=org.topped_up_usd,
-                   adjusted_usd=org.adjusted_usd, spent_usd=org.spent_usd, keys=keys)
+                   adjusted_usd=org.adjusted_usd, spent_usd=org.spent_usd, keys=keys,
+                   archive_payloads=org.settings.archive_payloads, dlp_policy=org.settings.dlp_policy)
 
 
 def key_view(ledger: Ledger, key: KeyState, now_ms: int) -> KeyView:
@@ -120,7 +132,8 @@ def key_view(ledger: Ledger, key: KeyState, now_ms: int) -> KeyView:
                    token_limit_tpm=limits.token_limit_tpm, archive_payloads=settings.archive_payloads,
                    dlp_policy=settings.dlp_policy, spent_usd=key.spent_usd, period_spent_usd=period_spent,
                    period_start_ms=period_start_ms(limits.period, now_ms), budget_remaining_usd=remaining,
-                   reserved_usd=reserved, requests=key.requests, tokens=key.tokens)
+                   reserved_usd=reserved, requests=key.requests, tokens=key.tokens,
+                   effective=ledger.settings_for(key))
 
 
 async def _body(request: web.Request, kind: type[T], *, empty_ok: bool = False) -> T:
@@ -187,13 +200,21 @@ def make_app(settings: Settings, billing: Billing, nc: Client) -> web.Applicatio
 
     async def create_org(request: web.Request) -> web.Response:
         body = await _body(request, CreateOrg, empty_ok=True)
-        event = ledger.create_org(now_ms=_now_ms(), name=body.name, org_id=body.id)
+        event = ledger.create_org(now_ms=_now_ms(), name=body.name, org_id=body.id,
+                                  settings=KeySettings(archive_payloads=body.archive_payloads,
+                                                       dlp_policy=body.dlp_policy))
         if await store.append(event):
             raise errors.Conflict(f"organization {event.organization_id!r} already exists", param="id")
         return _json(org_view(ledger, ledger.org(event.organization_id)), 201)
 
     async def get_org(request: web.Request) -> web.Response:
         return _json(org_view(ledger, ledger.org(request.match_info["org_id"])))
+
+    async def update_org(request: web.Request) -> web.Response:
+        org_id = request.match_info["org_id"]
+        patch = await _body(request, OrgPatch)
+        await store.append(ledger.update_org(org_id, patch, now_ms=_now_ms()))
+        return _json(org_view(ledger, ledger.org(org_id)))
 
     async def top_up(request: web.Request) -> web.Response:
         org_id = request.match_info["org_id"]
@@ -255,6 +276,7 @@ def make_app(settings: Settings, billing: Billing, nc: Client) -> web.Applicatio
     routes.add_get(f"{PREFIX}/organizations", list_orgs)
     routes.add_post(f"{PREFIX}/organizations", create_org)
     routes.add_get(f"{PREFIX}/organizations/{{org_id}}", get_org)
+    routes.add_patch(f"{PREFIX}/organizations/{{org_id}}", update_org)
     routes.add_post(f"{PREFIX}/organizations/{{org_id}}/topups", top_up)
     routes.add_post(f"{PREFIX}/organizations/{{org_id}}/adjustments", adjust)
     routes.add_get(f"{PREFIX}/organizations/{{org_id}}/keys", list_keys)

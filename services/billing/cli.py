@@ -1,4 +1,4 @@
-"""`python -m services.billing.cli`: organizations, top-ups, keys and limits through billing's admin API."""
+"""`python -m services.billing.cli`: organizations, top-ups, keys, limits and settings through billing's admin API."""
 
 from __future__ import annotations
 
@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("create-org", "create an organization (and its empty wallet)")
     sub.add_argument("--id", help="org_… id (default: generated)")
     sub.add_argument("--name", default="")
+    _org_settings(sub)
+    sub = command("set-org", "change an organization's settings, which all its keys inherit (only the options given)")
+    sub.add_argument("org")
+    _org_settings(sub)
     command("list-orgs", "list organizations with balances")
     sub = command("top-up", "add funds to an organization's wallet")
     sub.add_argument("org")
@@ -104,22 +108,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _org_settings(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_argument_group("settings every key of the organization inherits (absent: unchanged / default)")
+    group.add_argument("--archive-payloads", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                       help="archive every request of every key (a key can also turn this on for itself)")
+    group.add_argument("--dlp-policy", default=argparse.SUPPRESS,
+                       help="DLP policy for keys whose own policy is 'off'")
+
+
+_ORG_FIELDS = {"archive_payloads": "archive_payloads", "dlp_policy": "dlp_policy"}
 _KEY_FIELDS = {"name": "name", "max_spend": "max_spend_usd", "period": "period", "rpm": "rate_limit_rpm",
                "tpm": "token_limit_tpm", "archive_payloads": "archive_payloads", "dlp_policy": "dlp_policy",
                "enabled": "enabled"}
 
 
-def _key_fields(args: argparse.Namespace) -> dict[str, Any]:
+def _given_fields(args: argparse.Namespace, fields: dict[str, str] = _KEY_FIELDS) -> dict[str, Any]:
     """Only the options given on the command line (`none` becomes null: no limit)."""
-    return {field: getattr(args, attr) for attr, field in _KEY_FIELDS.items() if hasattr(args, attr)}
+    return {field: getattr(args, attr) for attr, field in fields.items() if hasattr(args, attr)}
 
 
 def run(args: argparse.Namespace, settings: CliSettings) -> tuple[Any, str]:
     """Call the API for one command; returns (JSON result, human text)."""
     match args.command:
         case "create-org":
-            org = _call(settings, "POST", "/organizations", {"id": args.id, "name": args.name})
-            return org, f"created {org['id']}"
+            body = {"id": args.id, "name": args.name, **_given_fields(args, _ORG_FIELDS)}
+            org = _call(settings, "POST", "/organizations", body)
+            return org, f"created {org['id']}  {_describe_settings(org)}"
+        case "set-org":
+            org = _call(settings, "PATCH", f"/organizations/{args.org}", _given_fields(args, _ORG_FIELDS))
+            return org, f"{org['id']}  {_describe_settings(org)}"
         case "list-orgs":
             orgs = _call(settings, "GET", "/organizations")
             return orgs, "\n".join(f"{o['id']}  balance {o['balance_usd']} USD  {o['name']}" for o in orgs["data"])
@@ -137,12 +154,12 @@ def run(args: argparse.Namespace, settings: CliSettings) -> tuple[Any, str]:
             org = _call(settings, "GET", f"/organizations/{args.org}")
             return org, (f"{org['id']}: balance {org['balance_usd']} USD, reserved {org['reserved_usd']}, "
                          f"available {org['available_usd']}, topped up {org['topped_up_usd']}, "
-                         f"spent {org['spent_usd']}")
+                         f"spent {org['spent_usd']}; {_describe_settings(org)}")
         case "create-key":
-            key = _call(settings, "POST", f"/organizations/{args.org}/keys", _key_fields(args))
+            key = _call(settings, "POST", f"/organizations/{args.org}/keys", _given_fields(args))
             return key, f"created {key['id']} for {key['organization_id']}\nsecret (shown once): {key['secret']}"
         case "set-limits":
-            key = _call(settings, "PATCH", f"/keys/{args.key}", _key_fields(args))
+            key = _call(settings, "PATCH", f"/keys/{args.key}", _given_fields(args))
             return key, _describe_key(key)
         case "list-keys":
             keys = _call(settings, "GET", f"/organizations/{args.org}/keys")
@@ -160,7 +177,16 @@ def _describe_key(key: dict[str, Any]) -> str:
     state = "revoked" if key["revoked"] else "enabled" if key["enabled"] else "disabled"
     spend = "no max" if key["max_spend_usd"] is None else f"max {key['max_spend_usd']} USD/{key['period']}"
     return (f"{key['id']}  {state}  {spend}  spent {key['period_spent_usd']} (total {key['spent_usd']})  "
-            f"rpm {key['rate_limit_rpm'] or '-'}  tpm {key['token_limit_tpm'] or '-'}  {key['name']}")
+            f"rpm {key['rate_limit_rpm'] or '-'}  tpm {key['token_limit_tpm'] or '-'}  "
+            f"{_describe_settings(key['effective'], own=key)}  {key['name']}")
+
+
+def _describe_settings(settings: dict[str, Any], own: dict[str, Any] | None = None) -> str:
+    """`archive on  dlp redact`; with `own` (a key's own settings), a value inherited from the org says so."""
+    def origin(field: str) -> str:
+        return " (org)" if own is not None and own[field] != settings[field] else ""
+    archive = "on" if settings["archive_payloads"] else "off"
+    return f"archive {archive}{origin('archive_payloads')}  dlp {settings['dlp_policy']}{origin('dlp_policy')}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from proto.billing import (
     KeyUpdated,
     LedgerEvent,
     OrgCreated,
+    OrgSettingsChanged,
     RateLimits,
     Settled,
     TopUp,
@@ -31,6 +32,7 @@ from services.billing.validate import (
     SECRET_PREFIX,
     ZERO,
     KeyPatch,
+    OrgPatch,
     check_limits,
     check_name,
     check_org_id,
@@ -43,6 +45,19 @@ from services.common.ids import new_ulid
 
 _NO_LIMITS = KeyLimits()
 _DEFAULT_SETTINGS = KeySettings()
+
+
+def effective_settings(key: KeySettings, org: KeySettings) -> KeySettings:
+    """What the proxy applies to a key's requests: its own settings merged with its organization's.
+
+    Either one turning payload archiving on archives. The key's own DLP policy wins unless it is "off",
+    in which case the organization's applies: leaving a key at "off" never switches off its org's policy.
+    """
+    archive = key.archive_payloads or org.archive_payloads
+    dlp_policy = key.dlp_policy if key.dlp_policy != "off" else org.dlp_policy
+    if archive == key.archive_payloads and dlp_policy == key.dlp_policy:
+        return key
+    return KeySettings(archive_payloads=archive, dlp_policy=dlp_policy)
 
 
 class _Reservation(msgspec.Struct):
@@ -108,6 +123,11 @@ class Ledger:
             raise errors.NotFound(f"organization {org_id!r} does not exist", param="organization_id")
         return found
 
+    def settings_for(self, key: KeyState) -> KeySettings:
+        """The key's effective settings (its own merged with its organization's): what auth and admit return."""
+        org = self.state.orgs.get(key.organization_id)
+        return key.settings if org is None else effective_settings(key.settings, org.settings)
+
     def existing_key(self, key_id: str) -> KeyState:
         found = self.state.keys.get(key_id)
         if found is None:
@@ -128,12 +148,24 @@ class Ledger:
 
     # --- commands: validate and return the event to store (nothing changes until apply) ---------
 
-    def create_org(self, *, now_ms: int, name: str = "", org_id: str | None = None) -> OrgCreated:
+    def create_org(self, *, now_ms: int, name: str = "", org_id: str | None = None,
+                   settings: KeySettings = _DEFAULT_SETTINGS) -> OrgCreated:
         org_id = org_id or f"org_{new_ulid(now_ms)}"
         check_org_id(org_id)
         if org_id in self.state.orgs:
             raise errors.Conflict(f"organization {org_id!r} already exists", param="id")
-        return OrgCreated(organization_id=org_id, name=check_name(name), ts_ms=now_ms)
+        return OrgCreated(organization_id=org_id, name=check_name(name), ts_ms=now_ms,
+                          settings=check_settings(settings))
+
+    def update_org(self, org_id: str, patch: OrgPatch, *, now_ms: int) -> OrgSettingsChanged:
+        """The organization's complete new settings after `patch`."""
+        old = self.org(org_id).settings
+        settings = KeySettings(
+            archive_payloads=old.archive_payloads if patch.archive_payloads is msgspec.UNSET
+            else patch.archive_payloads,
+            dlp_policy=old.dlp_policy if patch.dlp_policy is msgspec.UNSET else patch.dlp_policy)
+        return OrgSettingsChanged(update_id=new_ulid(now_ms), organization_id=org_id,
+                                  settings=check_settings(settings), ts_ms=now_ms)
 
     def top_up(self, org_id: str, amount_usd: Decimal, *, now_ms: int, topup_id: str | None = None,
                note: str = "") -> TopUp | None:
@@ -285,7 +317,7 @@ class Ledger:
 
     def _admitted(self, key: KeyState, window: RateWindow | None, now: float) -> AdmitReply:
         return AdmitReply(admitted=True, api_key_id=key.id, organization_id=key.organization_id,
-                          settings=key.settings, rate_limits=_rate_limits(key, window, now))
+                          settings=self.settings_for(key), rate_limits=_rate_limits(key, window, now))
 
     def _window(self, key: KeyState, now: float) -> RateWindow | None:
         if key.limits.rate_limit_rpm is None and key.limits.token_limit_tpm is None:
@@ -345,7 +377,13 @@ class Ledger:
                 changed = event.organization_id not in state.orgs
                 if changed:
                     state.orgs[event.organization_id] = OrgState(id=event.organization_id, name=event.name,
-                                                                 created_ms=event.ts_ms)
+                                                                 created_ms=event.ts_ms, settings=event.settings)
+            case OrgSettingsChanged():
+                org = state.orgs.get(event.organization_id)
+                changed = org is not None
+                if changed:
+                    assert org is not None
+                    org.settings = event.settings
             case KeyCreated():
                 changed = (event.api_key_id not in state.keys and event.digest not in self._by_digest
                            and event.organization_id in state.orgs)

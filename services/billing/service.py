@@ -1,4 +1,4 @@
-"""Billing's NATS edge: auth, admit and settle request/reply handlers, and the reservation expiry loop.
+"""Billing's NATS edge: auth, admit, settle and keys request/reply handlers, and the reservation expiry loop.
 
 Scaling: one billing process is the authority for spend (admission is in-memory, tens of thousands
 per second, so one process serves many proxies). Billing subscribes without a queue group on
@@ -19,8 +19,8 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from proto import codec, subjects
-from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, Settle, SettleReply
-from services.billing import errors
+from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, KeysQuery, KeysReply, Settle, SettleReply
+from services.billing import errors, overview
 from services.billing.ledger import Ledger
 from services.billing.metrics import BillingMetrics
 from services.billing.store import LedgerStore
@@ -31,6 +31,7 @@ log = get_logger()
 _AUTH = msgspec.json.Decoder(AuthRequest)
 _ADMIT = msgspec.json.Decoder(AdmitRequest)
 _SETTLE = msgspec.json.Decoder(Settle)
+_KEYS = msgspec.json.Decoder(KeysQuery)
 
 
 class Billing:
@@ -52,6 +53,7 @@ class Billing:
         self._subs.append(await self._nc.subscribe(subjects.BILLING_AUTH, cb=self._on_auth))
         self._subs.append(await self._nc.subscribe(subjects.BILLING_ADMIT, cb=self._on_admit))
         self._subs.append(await self._nc.subscribe(subjects.BILLING_SETTLE, cb=self._on_settle))
+        self._subs.append(await self._nc.subscribe(subjects.BILLING_KEYS, cb=self._on_keys))
         self._subs.append(await self._nc.subscribe(subjects.ping_subject("billing"), cb=self._on_ping))
         self._expiry = asyncio.create_task(self._expire_loop(), name="reservation-expiry")
 
@@ -83,9 +85,20 @@ class Billing:
                 reply = _auth_error(errors.AuthError("invalid API key"))
             else:
                 reply = AuthReply(ok=True, api_key_id=key.id, organization_id=key.organization_id,
-                                  limits=key.limits, settings=key.settings)
+                                  limits=key.limits, settings=self.ledger.settings_for(key))
         except (msgspec.DecodeError, UnicodeError) as exc:
             reply = _auth_error(errors.InvalidRequest(f"bad auth request: {exc}"))
+        await _respond(msg, reply)
+
+    async def _on_keys(self, msg: Msg) -> None:
+        """The dashboard's Keys page: wallets and keys with limits and spend (read-only)."""
+        try:
+            reply = overview.keys_reply(self.ledger, _KEYS.decode(msg.data), int(time.time() * 1000))
+        except (msgspec.DecodeError, UnicodeError) as exc:
+            reply = KeysReply(error=f"bad keys query: {exc}")
+        except Exception as exc:  # a bug must answer rather than kill the subscriber
+            log.exception("keys_query_failed", error=type(exc).__name__)
+            reply = KeysReply(error="billing failed to list keys; see its log")
         await _respond(msg, reply)
 
     async def _on_admit(self, msg: Msg) -> None:

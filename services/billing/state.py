@@ -12,6 +12,8 @@ from services.billing.validate import ZERO
 
 
 class OrgState(msgspec.Struct):
+    """An organization's wallet and its own settings (snapshots written before settings existed load as default)."""
+
     id: str
     name: str
     created_ms: int
@@ -19,6 +21,7 @@ class OrgState(msgspec.Struct):
     topped_up_usd: Decimal = ZERO
     adjusted_usd: Decimal = ZERO
     spent_usd: Decimal = ZERO
+    settings: KeySettings = KeySettings()
 
 
 class KeyState(msgspec.Struct):

@@ -34,6 +34,13 @@ class KeyPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
 
 
+class OrgPatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Changes to an organization's settings: absent fields stay as they are."""
+
+    archive_payloads: bool | msgspec.UnsetType = msgspec.UNSET
+    dlp_policy: str | msgspec.UnsetType = msgspec.UNSET
+
+
 def money(value: Decimal, param: str, *, positive: bool = False, signed: bool = False) -> Decimal:
     """Check a USD amount: finite, at most 12 decimal places, within ±1e9; ≥ 0 (> 0 if `positive`)."""
     if not value.is_finite():

@@ -302,6 +302,22 @@ def _seed(body: Mapping[str, Any]) -> bytes:
     return hashlib.blake2b(key, digest_size=32).digest()
 
 
+ECHO_MARKER = "[[echo]]"
+"""A last user message containing this marker is answered with its own text, marker removed (tests use it
+to see what the provider was sent and to put chosen text in the answer)."""
+
+
+def _echo_text(body: Mapping[str, Any]) -> str | None:
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    content = last.get("content")
+    if isinstance(content, list):
+        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    if last.get("role") != "user" or not isinstance(content, str) or ECHO_MARKER not in content:
+        return None
+    return content.replace(ECHO_MARKER, "").strip()
+
+
 def _compose_text(seed: bytes) -> str:
     """Between 12 and 40 vocabulary words in sentences, chosen by the seed (never the prompt's words)."""
     n_words = 12 + seed[0] % 29
@@ -435,7 +451,8 @@ def plan_reply(body: Mapping[str, Any]) -> Reply:
         tool_call = ToolCall(id=call_id, name=function["name"], arguments=arguments)
         content, visible = None, count_tokens(arguments)
     else:
-        content = "" if truncated else _compose_text(seed)
+        echo = _echo_text(body)
+        content = "" if truncated else echo if echo is not None else _compose_text(seed)
         if room is not None and count_tokens(content) > room:
             content, truncated = content[: room * 4], True
         visible = count_tokens(content)

@@ -14,6 +14,7 @@ from services.proxy import chat, providers
 from services.proxy import settings as settings_module
 from services.proxy.billing_client import BillingClient
 from services.proxy.metrics import ProxyMetrics
+from services.proxy.payloads import PayloadPublisher
 from services.proxy.publisher import TracePublisher
 from services.proxy.service import ProxyState, client_session, make_app
 from services.router.client import RoutingView
@@ -25,9 +26,13 @@ async def main(stop: asyncio.Event) -> None:
     log = get_logger()
     nc = await bus.connect(settings.nats_url, name="proxy")
     js = nc.jetstream()
-    await bus.ensure_streams(js, (subjects.TRACE_STREAM,), replicas=settings.stream_replicas)
+    await bus.ensure_streams(js, (subjects.TRACE_STREAM, subjects.PAYLOAD_STREAM), replicas=settings.stream_replicas)
     publisher = TracePublisher(js)
     publisher.start()
+    metrics = ProxyMetrics()
+    payloads = PayloadPublisher(js, buffer_bytes=settings.payload_buffer_bytes, dropped=metrics.payloads_dropped)
+    payloads.start()
+    metrics.payload_backlog.set_function(lambda: payloads.buffered_bytes)
     session = client_session()
     targets = providers.resolve_targets(settings.catalog, settings.provider_keys, settings.emulator_url,
                                         base_urls=settings.provider_urls, aws=settings.aws)
@@ -40,7 +45,8 @@ async def main(stop: asyncio.Event) -> None:
         upstream=chat.Upstream(session, connect_timeout_s=settings.connect_timeout_s,
                                read_timeout_s=settings.read_timeout_s),
         publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s, max_body_bytes=settings.max_body_bytes,
-        metrics=ProxyMetrics())
+        metrics=metrics, payloads=payloads, dlp_policies=settings.dlp_policies, public_url=settings.public_url,
+        payload_max_bytes=settings.payload_max_bytes)
     runner = await serve(make_app(state), host=settings.host,
                          port=settings.port, shutdown_timeout=settings.drain_timeout_s)
     log.info("proxy_started", port=settings.port, providers=sorted(targets),
@@ -49,6 +55,7 @@ async def main(stop: asyncio.Event) -> None:
     log.info("proxy_stopping")
     await runner.cleanup()
     await publisher.close(timeout=10.0)
+    await payloads.close(timeout=10.0)
     await billing.close(timeout=10.0)
     await routing.stop()
     await session.close()

@@ -33,6 +33,11 @@ class KeyRing:
         self._by_digest = {_digest(secret): principal for secret, principal in entries.items()}
         self._admin_digest = _digest(admin_token) if admin_token else None
 
+    @property
+    def admin_digest(self) -> bytes | None:
+        """SHA-256 of the admin token (key material every replica shares), None without an admin token."""
+        return self._admin_digest
+
     def authenticate(self, authorization: str | None, *, allow_admin: bool = False) -> Principal | None:
         """The principal for an `Authorization: Bearer …` header, or None."""
         if not authorization or not authorization.startswith("Bearer "):

@@ -14,10 +14,12 @@ from catalog import pricing
 from catalog.schema import Model, Route
 from proto import codec
 from proto.trace import Attempt, TraceEvent
+from services.proxy import dlp
 from services.proxy import openai_wire as wire
 from services.proxy.auth import Principal
 from services.proxy.dialects import Dialect, StreamBroken, StreamDecoder, UpstreamCall, dialect_for
 from services.proxy.errors import ProxyError, UpstreamError, UpstreamUnavailable
+from services.proxy.payloads import Capture
 from services.proxy.providers import Target
 
 ENDPOINT = "/v1/chat/completions"
@@ -54,6 +56,9 @@ class Call:
     route_reason: str = "default"
     first_choice: str | None = None
     fallback_reason: str | None = None
+    redactions: int = 0
+    restore: dict[str, str] | None = None  # DLP placeholder -> original, when the policy restores answers
+    capture: Capture | None = None  # the payload layers, when the key archives payloads
 
     def fail(self, error: ProxyError) -> None:
         self.status_code = error.status
@@ -102,6 +107,7 @@ class Call:
             error_code=self.error_code,
             attempts=tuple(self.attempts),
             usage_estimated=self.usage_estimated,
+            redactions=self.redactions,
         )
 
 
@@ -126,11 +132,15 @@ async def exchange(call: Call, upstream: Upstream, outbound: UpstreamCall, diale
     """One non-streaming upstream call, timed and recorded as an attempt; failures raise OpenAI-style errors."""
     route = call.route
     assert route is not None
+    if call.capture is not None:
+        call.capture.upstream_request, call.capture.upstream_response = outbound.body, b""
     call.upstream_started = time.perf_counter()
     try:
         async with upstream.post(outbound) as response:
             raw = await response.read()
             status = response.status
+        if call.capture is not None:
+            call.capture.upstream_response = raw
     except TimeoutError:
         attempt(call, route, 504, "timeout")
         raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
@@ -160,6 +170,8 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
                                   code="upstream_bad_response") from None
     call.status_code = status
     call.usage = wire.response_usage(raw)
+    if call.restore:
+        raw = codec.encode(dlp.restore_completion(msgspec.json.decode(raw), call.restore))
     trace = call.trace()
     if inline_trace:
         raw = raw.rstrip()[:-1] + b',"routeur_trace":' + codec.encode(trace) + b"}"
@@ -168,15 +180,30 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
     return web.Response(status=status, body=raw, content_type="application/json", headers=headers), trace
 
 
+class CallerStream(web.StreamResponse):
+    """The caller's event stream; keeps a copy of every write in `capture` when payloads are archived
+    (subclasses translate first, then write here, so the copy is what the caller received)."""
+
+    capture: list[bytes] | None = None
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.capture is not None:
+            self.capture.append(bytes(data))
+        await super().write(data)
+
+
 async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,
                  *, inline_trace: bool,
-                 stream_class: type[web.StreamResponse] = web.StreamResponse) -> tuple[web.StreamResponse, TraceEvent]:
+                 stream_class: type[CallerStream] = CallerStream) -> tuple[web.StreamResponse, TraceEvent]:
     """Streaming: SSE events forwarded as they arrive; usage read from the final chunk on the way."""
     route, model = call.route, call.model
     assert route is not None and model is not None
     caller_wants_usage = wire.wants_usage_chunk(body)
     dialect = dialect_for(target)
     outbound = dialect.request(target, body, route.upstream_model)
+    if call.capture is not None:
+        call.capture.upstream_request, call.capture.upstream_response = outbound.body, b""
+        call.capture.upstream_chunks.clear()
     call.upstream_started = time.perf_counter()
     try:
         context = upstream.post(outbound)
@@ -192,12 +219,16 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
         if response.status >= 400:
             raw = await response.read()
             call.upstream_ended = time.perf_counter()
+            if call.capture is not None:
+                call.capture.upstream_response = raw
             attempt(call, route, response.status, "http_error")
             raise _upstream_failure(dialect, response.status, raw)
         out = stream_class(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "x-request-id": call.request_id,
             OVERHEAD_HEADER: f"{(call.upstream_started - call.started) * 1000:.3f}", **call.response_headers})
+        if call.capture is not None:
+            out.capture = call.capture.caller_chunks
         await out.prepare(request)
         call.status_code = 200
         trace = await _relay(call, response, out, dialect.stream(model=model.id),
@@ -233,6 +264,8 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
     finished = False
     broken: dict[str, Any] = {"error": _INTERRUPTED}
     sent: list[bytes] = []  # references only; decoded solely if the upstream never reports usage
+    restorer = dlp.StreamRestorer(call.restore) if call.restore else None
+    upstream_chunks = call.capture.upstream_chunks if call.capture is not None else None
 
     async def forward(events: list[bytes]) -> None:
         nonlocal finished
@@ -248,7 +281,7 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
                 call.usage = usage
             if usage_only and not caller_wants_usage:
                 continue
-            ready.append(event)
+            ready.append(restorer.event(event) if restorer is not None else event)
         if ready:
             sent.extend(ready)
             if call.first_byte is None:
@@ -258,6 +291,8 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
     try:
         try:
             async for data in response.content.iter_any():
+                if upstream_chunks is not None:
+                    upstream_chunks.append(data)
                 buffer += data
                 await forward(decoder.events(buffer))
             await forward(decoder.close())
@@ -266,6 +301,9 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
         except StreamBroken as exc:
             call.error_type, broken = "upstream_stream_error", exc.body
         call.upstream_ended = time.perf_counter()
+        held = restorer.finish() if restorer is not None else b""
+        if held:
+            await _send(out, held)
         if call.usage is None and sent:
             call.usage = wire.estimate_usage(sent, prompt_bytes=call.prompt_bytes)
             call.usage_estimated = True

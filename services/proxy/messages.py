@@ -13,6 +13,7 @@ from aiohttp.web_request import BaseRequest
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import anthropic_inbound as inbound
 from services.proxy.adapters.anthropic import TranslationError, UnsupportedParameter
+from services.proxy.chat import CallerStream
 from services.proxy.errors import InvalidRequest, ProxyError
 
 ENDPOINT = "/v1/messages"
@@ -95,7 +96,7 @@ def _to_message(response: web.Response, *, model: str) -> web.Response:
                         headers=headers)
 
 
-class AnthropicStream(web.StreamResponse):
+class AnthropicStream(CallerStream):
     """The pipeline's OpenAI SSE stream rewritten on the way out as Anthropic's named events.
 
     Each `write` may carry several complete OpenAI events. `data: [DONE]` closes the message

@@ -28,10 +28,19 @@ class ProxyMetrics:
                                 ("code",), registry=self.registry)
         self.trace_backlog = Gauge("routeur_proxy_trace_backlog", "Traces waiting to be published",
                                    registry=self.registry)
+        self.payload_backlog = Gauge("routeur_proxy_payload_backlog_bytes",
+                                     "Payload archives waiting in memory to be published", registry=self.registry)
+        self.payloads_dropped = Counter("routeur_proxy_payload_archives_dropped",
+                                        "Payload archives dropped because the memory buffer was full (NATS down)",
+                                        registry=self.registry)
+        self.redactions = Counter("routeur_proxy_dlp_redactions", "DLP substitutions made in request bodies",
+                                  registry=self.registry)
 
     def observe(self, trace: TraceEvent) -> None:
         """Record one finished request from its trace."""
         self.requests.labels(trace.model, trace.provider, str(trace.status_code)).inc()
+        if trace.redactions:
+            self.redactions.inc(trace.redactions)
         self.overhead.observe(max(trace.latency_ms - trace.upstream_latency_ms, 0.0) / 1000)
         if trace.upstream_latency_ms:
             self.upstream_latency.labels(trace.provider).observe(trace.upstream_latency_ms / 1000)

@@ -85,7 +85,16 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+    for field, (low, high) in _RANGES.items():
+        value = body.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not low <= value <= high):
+            raise InvalidRequest(f"'{field}' must be a number from {low} to {high}", param=field)
     return body
+
+
+# OpenAI's documented ranges (CreateChatCompletionRequest); a value outside them is a 400, not an upstream call.
+_RANGES = {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2), "frequency_penalty": (-2, 2)}
 
 
 def wants_usage_chunk(body: dict[str, Any]) -> bool:

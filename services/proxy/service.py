@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import msgspec
 import structlog
 from aiohttp import web
 from nats.aio.client import Client
@@ -18,17 +19,19 @@ from nats.errors import Error as NatsError
 
 from catalog.schema import Catalog, Model, Route
 from proto import codec, subjects
-from proto.billing import AdmitReply, AdmitRequest, Settle
+from proto.billing import AdmitReply, AdmitRequest, KeySettings, Settle
+from proto.payload import PayloadFetchReply, PayloadFetchRequest, PayloadLinkReply, PayloadLinkRequest
 from proto.routing import AttemptReport
 from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply, UsageQuery, UsageReply
 from services.common.health import add_health_routes
 from services.common.ids import is_ulid, new_ulid
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
-from services.proxy import chat, embeddings, messages, providers
+from services.proxy import chat, dlp, embeddings, messages, providers, screening
 from services.proxy import openai_wire as wire
 from services.proxy.auth import ADMIN, KeyRing, Principal
 from services.proxy.billing_client import BillingClient, reservation
+from services.proxy.dashboard import add_dashboard, session_credential
 from services.proxy.errors import (
     AuthError,
     BodyTooLarge,
@@ -42,6 +45,7 @@ from services.proxy.errors import (
     error_response,
 )
 from services.proxy.metrics import ProxyMetrics
+from services.proxy.payloads import Capture, PayloadPublisher
 from services.proxy.providers import Target
 from services.proxy.publisher import TracePublisher
 from services.router.client import RoutingView
@@ -69,11 +73,16 @@ class ProxyState:
     query_timeout_s: float
     max_body_bytes: int
     metrics: ProxyMetrics
+    payloads: PayloadPublisher | None = None
+    dlp_policies: Mapping[str, dlp.Policy] = field(default_factory=lambda: dlp.load_policies(None))
+    public_url: str = ""  # the base of minted payload links; empty = the request's own scheme and host
+    payload_max_bytes: int = 8 * 1024 * 1024
 
 
 STATE = web.AppKey("state", ProxyState)
 REQUEST_ID = "request_id"
 UPSTREAM_S = "upstream_s"
+ARCHIVE = "archive"  # (Capture, TraceEvent) of a request whose key archives payloads
 OVERHEAD_HEADER = chat.OVERHEAD_HEADER
 
 
@@ -89,6 +98,8 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
         if not response.prepared and OVERHEAD_HEADER not in response.headers:
             overhead = time.perf_counter() - started - request.get(UPSTREAM_S, 0.0)
             response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
+        if ARCHIVE in request:
+            _archive(request, response)
         return response
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
@@ -117,6 +128,18 @@ async def _respond(request: web.Request, handler: Any, request_id: str) -> web.S
         return error_response(ProxyError("internal error; the request id identifies it in the logs"), request_id)
 
 
+def _archive(request: web.Request, response: web.StreamResponse) -> None:
+    """Hand the four layers to the payload publisher once the caller's response is final (never raises)."""
+    state = request.app[STATE]
+    capture, trace = request[ARCHIVE]
+    if state.payloads is None:
+        return
+    try:
+        state.payloads.submit(capture.archive(trace, response, max_bytes=state.payload_max_bytes))
+    except Exception as exc:  # archiving must never fail the request
+        log.error("payload_capture_failed", error=type(exc).__name__)
+
+
 def _too_large(request: web.Request) -> BodyTooLarge:
     limit = request.app[STATE].max_body_bytes
     return BodyTooLarge(f"request body is larger than the limit of {limit} bytes (PROXY_MAX_BODY_BYTES)")
@@ -132,7 +155,7 @@ def _api_key(request: web.Request) -> str:
 async def _principal(request: web.Request, *, allow_admin: bool = False) -> Principal:
     """The admin (when allowed and the admin token is presented) or the key's owner, as billing says."""
     state = request.app[STATE]
-    key = _api_key(request)
+    key = _api_key(request) or session_credential(request)  # the dashboard's cookie, on GET/HEAD only
     if not key:
         raise AuthError("No API key provided. Send it as 'Authorization: Bearer <key>'.")
     if allow_admin and state.keys.authenticate(f"Bearer {key}", allow_admin=True) is not None:
@@ -146,7 +169,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def serve_chat(request: web.Request, *, parse: Callable[[bytes], dict[str, Any]], endpoint: str,
-                     stream_class: type[web.StreamResponse] = web.StreamResponse) -> web.StreamResponse:
+                     stream_class: type[chat.CallerStream] = chat.CallerStream) -> web.StreamResponse:
     """The chat pipeline for any inbound format whose `parse` yields an OpenAI chat body. Non-streaming
     answers are OpenAI JSON; streams are written as OpenAI SSE events through `stream_class`."""
 
@@ -203,6 +226,7 @@ async def serve(request: web.Request, *, parse: Callable[[bytes], dict[str, Any]
             raise
         call.response_headers.update(admitted.rate_limits.headers())
         call.fallback_reason = decision.fallback_reason
+        body = _protect(state, call, admitted.settings or KeySettings(), body, raw)
         for index, candidate in enumerate(candidates):
             call.model, call.route = candidate.model, candidate.route
             try:
@@ -219,12 +243,24 @@ async def serve(request: web.Request, *, parse: Callable[[bytes], dict[str, Any]
         call.fail(error)
         if call.upstream_ended:
             request[UPSTREAM_S] = call.upstream_ended - call.upstream_started
-        _finish(state, call.trace(), admitted=admitted)
+        _finish(state, call.trace(), admitted=admitted, request=request, call=call)
         raise
     finally:
         state.metrics.in_flight.dec()
-    _finish(state, trace, admitted=admitted)
+    _finish(state, trace, admitted=admitted, request=request, call=call)
     return response
+
+
+def _protect(state: ProxyState, call: chat.Call, settings: KeySettings, body: dict[str, Any],
+             raw: bytes) -> dict[str, Any]:
+    """The key's DLP policy on the body (fails closed), and payload capture when the key archives."""
+    if settings.archive_payloads:
+        call.capture = Capture(caller_request=raw)
+    redaction = screening.screen(state.dlp_policies, settings.dlp_policy, body)
+    call.redactions = redaction.count
+    if redaction.restore and redaction.mapping:
+        call.restore = redaction.mapping
+    return redaction.body
 
 
 def _decide(state: ProxyState, request: web.Request, call: chat.Call, body: dict[str, Any], raw_size: int,
@@ -250,10 +286,13 @@ def _decide(state: ProxyState, request: web.Request, call: chat.Call, body: dict
     return decision
 
 
-def _finish(state: ProxyState, trace: TraceEvent, *, admitted: AdmitReply | None) -> None:
+def _finish(state: ProxyState, trace: TraceEvent, *, admitted: AdmitReply | None, request: web.Request,
+            call: chat.Call) -> None:
     """Publish the trace, report each attempt's outcome to the router, and settle what billing admitted
-    (failures settle at cost 0, releasing the reservation)."""
+    (failures settle at cost 0, releasing the reservation). The payload archive follows in `edge`."""
     state.publisher.submit(trace)
+    if call.capture is not None:
+        request[ARCHIVE] = (call.capture, trace)
     for attempt in trace.attempts:
         state.routing.report_nowait(AttemptReport(attempt.provider, attempt.upstream_model, attempt.status_code,
                                                   attempt.latency_ms, error_type=attempt.error_type))
@@ -289,7 +328,52 @@ async def get_trace(request: web.Request) -> web.Response:
     if reply.trace is None:
         raise NotFound(f"no trace with id {request_id!r} (traces appear a moment after the request)",
                        code="trace_not_found")
-    return _json(request, codec.to_builtins(reply.trace))
+    trace = msgspec.structs.replace(reply.trace, payload_url=await _payload_url(request, reply.trace))
+    return _json(request, codec.to_builtins(trace))
+
+
+async def _payload_url(request: web.Request, trace: TraceEvent) -> str | None:
+    """A freshly minted signed link to the trace's payload archive, when the archiver holds one. A slow or
+    absent archiver leaves the field empty instead of failing the trace lookup."""
+    state = request.app[STATE]
+    try:
+        data = await _ask(state, subjects.ARCHIVER_LINK, PayloadLinkRequest(trace.request_id, trace.organization_id))
+        reply = codec.decode(data, PayloadLinkReply)
+    except (ServiceUnavailable, msgspec.DecodeError):
+        return None
+    if reply.path is None:
+        return None
+    return _public_base(request) + reply.path
+
+
+def _public_base(request: web.Request) -> str:
+    state = request.app[STATE]
+    if state.public_url:
+        return state.public_url.rstrip("/")
+    return f"{request.scheme}://{request.host}"
+
+
+async def get_payload(request: web.Request) -> web.Response:
+    """`GET /v1/payloads/{request_id}?org=…&expires=…&sig=…`: the signed link is the credential (a plain curl
+    opens it); the archiver verifies it, decrypts the archive and answers the four layers as JSON."""
+    state = request.app[STATE]
+    request_id = request.match_info["request_id"]
+    query = {name: request.query[name] for name in ("org", "expires", "sig") if name in request.query}
+    if not is_ulid(request_id) or len(query) != 3 or any(len(value) > 200 for value in query.values()):
+        raise ProxyError("payload link is invalid or has expired", status=403, code="invalid_payload_link")
+    try:
+        reply = await state.nc.request(subjects.ARCHIVER_FETCH, codec.encode(PayloadFetchRequest(request_id, query)),
+                                       timeout=max(state.query_timeout_s, 10.0))
+    except (TimeoutError, NatsError):
+        raise ServiceUnavailable("the archive service did not answer; try again shortly") from None
+    fetched = codec.decode(reply.data, PayloadFetchReply)
+    if fetched.status != 200:
+        failure = ProxyError(fetched.error or "payload unavailable", status=fetched.status,
+                             code=fetched.code or "payload_unavailable")
+        failure.type = "invalid_request_error" if fetched.status < 500 else "server_error"
+        raise failure
+    return web.Response(body=fetched.body, content_type="application/json",
+                        headers={"x-request-id": request[REQUEST_ID], "Cache-Control": "no-store"})
 
 
 async def list_logs(request: web.Request) -> web.Response:
@@ -404,8 +488,10 @@ def make_app(state: ProxyState) -> web.Application:
     app.router.add_post("/v1/messages", messages.messages)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/traces/{request_id}", get_trace)
+    app.router.add_get("/v1/payloads/{request_id}", get_payload)
     app.router.add_get("/v1/logs", list_logs)
     app.router.add_get("/v1/usage", get_usage)
+    add_dashboard(app, state)
     return app
 
 

@@ -10,6 +10,7 @@ import msgspec
 from catalog import loader
 from catalog.schema import Catalog
 from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
+from services.proxy import dlp
 from services.proxy.auth import KeyRing
 from services.proxy.providers import AwsSigning
 
@@ -33,10 +34,22 @@ class Settings(msgspec.Struct, frozen=True):
     billing_fail_open_s: float
     drain_timeout_s: float
     log_level: str
+    dlp_policies: dict[str, dlp.Policy]
+    public_url: str
+    payload_max_bytes: int
+    payload_buffer_bytes: int
 
     def key_ring(self) -> KeyRing:
         """Only the admin token: API keys belong to billing."""
         return KeyRing({}, admin_token=self.admin_token.reveal())
+
+
+def _dlp_policies(path: str) -> dict[str, dlp.Policy]:
+    """The built-in DLP policies plus the named ones in the TOML file at PROXY_DLP_POLICIES."""
+    try:
+        return dlp.load_policies(Path(path) if path else None)
+    except (dlp.DlpConfigError, OSError) as exc:
+        raise SettingsError(f"PROXY_DLP_POLICIES: {exc}") from None
 
 
 def load(environ: Mapping[str, str]) -> Settings:
@@ -74,5 +87,9 @@ def load(environ: Mapping[str, str]) -> Settings:
         billing_fail_open_s=env_float(environ, "PROXY_BILLING_FAIL_OPEN_S", 0.0),
         drain_timeout_s=env_float(environ, "PROXY_DRAIN_TIMEOUT_S", 20.0),
         log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+        dlp_policies=_dlp_policies(env_str(environ, "PROXY_DLP_POLICIES", "")),
+        public_url=env_str(environ, "PROXY_PUBLIC_URL", ""),
+        payload_max_bytes=env_int(environ, "PROXY_PAYLOAD_MAX_BYTES", 8 * 1024 * 1024),
+        payload_buffer_bytes=env_int(environ, "PROXY_PAYLOAD_BUFFER_BYTES", 256 * 1024 * 1024),
     )
     return settings

@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from launcher import procs
 from launcher.nats import NatsServer
 from proto import codec, subjects
-from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, Settle, SettleReply
+from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, KeySettings, Settle, SettleReply
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "rt-admin-billing-tests"
@@ -159,6 +159,12 @@ def test_admin_api_manages_orgs_wallets_and_keys(billing: BillingProcess) -> Non
     ("GET", "/organizations", None, "wrong", 401, "invalid_admin_token", None),
     ("GET", "/nowhere", None, ADMIN, 404, "unknown_url", None),
     ("PUT", "/organizations", {}, ADMIN, 405, "method_not_allowed", None),
+    ("PATCH", "/organizations/org_bad", {"oops": True}, ADMIN, 400, "invalid_request", "oops"),
+    ("PATCH", "/organizations/org_bad", {"dlp_policy": "Redact!"}, ADMIN, 400, "invalid_request", "dlp_policy"),
+    ("PATCH", "/organizations/org_bad", {"archive_payloads": "yes"}, ADMIN, 400, "invalid_request",
+     "archive_payloads"),
+    ("PATCH", "/organizations/org_nope", {"archive_payloads": True}, ADMIN, 404, "not_found", "organization_id"),
+    ("POST", "/organizations", {"id": "org_bad2", "dlp_policy": ""}, ADMIN, 400, "invalid_request", "dlp_policy"),
 ])
 def test_admin_api_rejects_bad_input_with_openai_errors(billing: BillingProcess, method: str, path: str, body: Any,
                                                        token: str | None, status: int, code: str,
@@ -243,6 +249,43 @@ async def test_300_concurrent_requests_admit_settle_within_max_spend(billing: Bi
     assert status == 200 and org["balance_usd"] == Decimal(100) - sum(costs, Decimal(0))
 
 
+async def auth(nc: Client, secret: str) -> AuthReply:
+    reply = await nc.request(subjects.BILLING_AUTH, codec.encode(AuthRequest(api_key=secret)), timeout=5)
+    return codec.decode(reply.data, AuthReply)
+
+
+async def test_org_settings_apply_to_every_key_and_a_keys_own_dlp_policy_wins(billing: BillingProcess,
+                                                                                nc: Client) -> None:
+    status, org = billing.admin("POST", "/organizations", {"id": "org_settings", "dlp_policy": "redact"})
+    assert status == 201 and (org["archive_payloads"], org["dlp_policy"]) == (False, "redact")
+    assert billing.admin("POST", "/organizations/org_settings/topups", {"amount_usd": "1"})[0] == 200
+    _, plain = billing.admin("POST", "/organizations/org_settings/keys", {"name": "plain"})
+    _, strict = billing.admin("POST", "/organizations/org_settings/keys", {"name": "strict", "dlp_policy": "block"})
+    assert plain["effective"] == {"archive_payloads": False, "dlp_policy": "redact"}
+    assert (await auth(nc, plain["secret"])).settings == KeySettings(dlp_policy="redact")
+    assert (await auth(nc, strict["secret"])).settings == KeySettings(dlp_policy="block")
+
+    status, org = billing.admin("PATCH", "/organizations/org_settings", {"archive_payloads": True})
+    assert status == 200 and (org["archive_payloads"], org["dlp_policy"]) == (True, "redact")
+    assert billing.admin("GET", "/organizations/org_settings")[1]["archive_payloads"] is True
+    assert (await auth(nc, plain["secret"])).settings == KeySettings(archive_payloads=True, dlp_policy="redact")
+    assert (await auth(nc, strict["secret"])).settings == KeySettings(archive_payloads=True, dlp_policy="block")
+    admitted = await admit(nc, "org-settings-1", "0.01", api_key=strict["secret"])
+    assert admitted.admitted and admitted.settings == KeySettings(archive_payloads=True, dlp_policy="block")
+
+    status, view = billing.admin("GET", f"/keys/{plain['id']}")
+    assert status == 200 and (view["archive_payloads"], view["dlp_policy"]) == (False, "off")
+    assert view["effective"] == {"archive_payloads": True, "dlp_policy": "redact"}
+    _, listed = billing.admin("GET", "/organizations/org_settings/keys")
+    assert {k["name"]: k["effective"]["dlp_policy"] for k in listed["data"]} == {"plain": "redact",
+                                                                                   "strict": "block"}
+
+    status, org = billing.admin("PATCH", "/organizations/org_settings", {"archive_payloads": False,
+                                                                         "dlp_policy": "off"})
+    assert status == 200 and (org["archive_payloads"], org["dlp_policy"]) == (False, "off")
+    assert (await auth(nc, plain["secret"])).settings == KeySettings()
+
+
 def test_cli_drives_the_admin_api(billing: BillingProcess, tmp_path: Path) -> None:
     env = {**os.environ, "ROUTEUR_BILLING_URL": billing.url, "ROUTEUR_ADMIN_TOKEN": ADMIN}
 
@@ -261,6 +304,13 @@ def test_cli_drives_the_admin_api(billing: BillingProcess, tmp_path: Path) -> No
     assert [k["id"] for k in cli("list-keys", "org_cli")["data"]] == [key["id"]]
     assert cli("balance", "org_cli")["available_usd"] == 20.25
     assert cli("revoke-key", key["id"])["revoked"]
+    assert cli("create-org", "--id", "org_cli_set", "--archive-payloads")["archive_payloads"] is True
+    changed_org = cli("set-org", "org_cli_set", "--no-archive-payloads", "--dlp-policy", "redact")
+    assert (changed_org["archive_payloads"], changed_org["dlp_policy"]) == (False, "redact")
+    cli("create-key", "org_cli_set", "--name", "inherits")
+    text = subprocess.run([sys.executable, "-m", "services.billing.cli", "list-keys", "org_cli_set"], env=env,
+                          cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert text.returncode == 0 and b"archive off  dlp redact (org)" in text.stdout, text.stdout
     text = subprocess.run([sys.executable, "-m", "services.billing.cli", "balance", "org_cli"], env=env, cwd=ROOT,
                           capture_output=True, timeout=60, check=False)
     assert text.returncode == 0 and b"balance 20.25 USD" in text.stdout

@@ -7,14 +7,15 @@ import hmac
 import random
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from proto import codec
-from proto.billing import KeyLimits, KeySettings, LedgerEvent, decode_event
-from services.billing import errors
-from services.billing.ledger import Ledger
+from proto.billing import KeyLimits, KeySettings, KeysQuery, LedgerEvent, decode_event
+from services.billing import errors, overview
+from services.billing.ledger import Ledger, effective_settings
 from services.billing.state import KeyState, LedgerState
-from services.billing.validate import KeyPatch
+from services.billing.validate import KeyPatch, OrgPatch
 from services.common.ids import is_ulid
 
 SERVER_SECRET = b"unit-test-server-secret-0123456789abcdef"
@@ -348,3 +349,105 @@ def test_bad_admit_inputs_are_refused_not_raised() -> None:
     for reserve, tokens, request_id in ((D(-1), 0, "a"), (D("NaN"), 0, "b"), (D(0), -1, "c"), (D(0), 0, "")):
         refused = book.ledger.admit(key.id, request_id, reserve, tokens, T0)
         assert (refused.admitted, refused.code, refused.status) == (False, "invalid_request", 400)
+
+
+OFF = KeySettings()
+
+
+@pytest.mark.parametrize(("key", "org", "effective"), [
+    (OFF, OFF, OFF),
+    (KeySettings(archive_payloads=True), OFF, KeySettings(archive_payloads=True)),
+    (OFF, KeySettings(archive_payloads=True), KeySettings(archive_payloads=True)),
+    (OFF, KeySettings(dlp_policy="redact"), KeySettings(dlp_policy="redact")),  # "off" inherits the org's
+    (KeySettings(dlp_policy="block"), KeySettings(dlp_policy="redact"), KeySettings(dlp_policy="block")),
+    (KeySettings(dlp_policy="block"), OFF, KeySettings(dlp_policy="block")),
+    (KeySettings(archive_payloads=True, dlp_policy="off"), KeySettings(archive_payloads=False, dlp_policy="redact"),
+     KeySettings(archive_payloads=True, dlp_policy="redact")),
+])
+def test_effective_settings_archive_if_either_does_and_the_keys_own_policy_wins(
+        key: KeySettings, org: KeySettings, effective: KeySettings) -> None:
+    assert effective_settings(key, org) == effective
+
+
+def test_org_settings_reach_admit_and_every_key_of_the_org() -> None:
+    book = Book()
+    book.org()
+    plain, plain_secret = book.key()
+    event, _ = book.ledger.create_key("org_a", now_ms=T0_MS, settings=KeySettings(dlp_policy="block"))
+    book.do(event)
+    strict = book.ledger.existing_key(event.api_key_id)
+    assert book.ledger.admit(plain.id, "r0", D(0), 0, T0).settings == OFF
+
+    book.do(book.ledger.update_org("org_a", OrgPatch(archive_payloads=True, dlp_policy="redact"), now_ms=T0_MS))
+    assert book.ledger.org("org_a").settings == KeySettings(archive_payloads=True, dlp_policy="redact")
+    assert plain.settings == OFF  # the key's own settings are untouched
+    admitted = book.ledger.admit(book.ledger.digest(plain_secret), "r1", D(0), 0, T0)
+    assert admitted.settings == KeySettings(archive_payloads=True, dlp_policy="redact")
+    assert book.ledger.admit(strict.id, "r2", D(0), 0, T0).settings == KeySettings(archive_payloads=True,
+                                                                                   dlp_policy="block")
+    assert book.ledger.admit(plain.id, "r1", D(0), 0, T0).settings == admitted.settings  # re-admission too
+
+    book.do(book.ledger.update_org("org_a", OrgPatch(archive_payloads=False), now_ms=T0_MS))
+    assert book.ledger.settings_for(plain) == KeySettings(dlp_policy="redact")  # an absent field stays
+    book.do(book.ledger.update_org("org_a", OrgPatch(dlp_policy="off"), now_ms=T0_MS))
+    assert book.ledger.settings_for(plain) is plain.settings
+
+
+def test_org_settings_are_validated_and_set_at_creation() -> None:
+    book = Book()
+    created = book.ledger.create_org(now_ms=T0_MS, org_id="org_s", settings=KeySettings(archive_payloads=True))
+    book.do(created)
+    assert book.ledger.org("org_s").settings == KeySettings(archive_payloads=True)
+    with pytest.raises(errors.InvalidRequest) as caught:
+        book.ledger.update_org("org_s", OrgPatch(dlp_policy="Redact!"), now_ms=T0_MS)
+    assert caught.value.param == "dlp_policy"
+    with pytest.raises(errors.InvalidRequest, match="dlp_policy"):
+        book.ledger.create_org(now_ms=T0_MS, org_id="org_t", settings=KeySettings(dlp_policy=""))
+    with pytest.raises(errors.NotFound, match="org_zz"):
+        book.ledger.update_org("org_zz", OrgPatch(archive_payloads=True), now_ms=T0_MS)
+    with pytest.raises(msgspec.ValidationError, match="unknown field `name`"):
+        codec.decode(b'{"archive_payloads": true, "name": "x"}', OrgPatch)
+    assert codec.decode(b'{"dlp_policy": "redact"}', OrgPatch).archive_payloads is msgspec.UNSET
+
+
+def test_org_settings_survive_replay_and_snapshot_and_old_snapshots_load() -> None:
+    book = Book()
+    book.org()
+    key, secret = book.key()
+    book.do(book.ledger.update_org("org_a", OrgPatch(archive_payloads=True, dlp_policy="redact"), now_ms=T0_MS))
+    book.do(book.ledger.update_org("org_a", OrgPatch(dlp_policy="redact_restore"), now_ms=T0_MS + 1))
+    expected = KeySettings(archive_payloads=True, dlp_policy="redact_restore")
+
+    replayed = Ledger(key_secret=SERVER_SECRET)
+    for event in [decode_event(codec.encode(e)) for e in book.events]:
+        assert replayed.apply(event)
+    assert codec.encode(replayed.state) == codec.encode(book.ledger.state)
+    found = replayed.authenticate(secret)
+    assert found is not None and replayed.settings_for(found) == expected
+
+    restored = Ledger(key_secret=SERVER_SECRET, state=codec.decode(codec.encode(book.ledger.state), LedgerState))
+    assert restored.settings_for(restored.existing_key(key.id)) == expected
+
+    old = (b'{"orgs":{"org_a":{"id":"org_a","name":"A","created_ms":1,"balance_usd":"2"}},"keys":{},'
+           b'"applied":{},"settled":{},"events":1}')  # a snapshot written before organizations had settings
+    assert codec.decode(old, LedgerState).orgs["org_a"].settings == OFF
+
+
+def test_org_settings_change_for_a_missing_org_changes_nothing() -> None:
+    book = Book()
+    book.org()
+    change = book.ledger.update_org("org_a", OrgPatch(archive_payloads=True), now_ms=T0_MS)
+    fresh = Ledger(key_secret=SERVER_SECRET)
+    assert not fresh.apply(change) and fresh.state.events == 0
+
+
+def test_the_keys_read_model_shows_own_and_effective_settings() -> None:
+    book = Book()
+    book.org()
+    key, _ = book.key()
+    book.do(book.ledger.update_org("org_a", OrgPatch(archive_payloads=True), now_ms=T0_MS))
+    reply = overview.keys_reply(book.ledger, KeysQuery("org_a"), T0_MS)
+    assert reply.organizations[0].settings == KeySettings(archive_payloads=True)
+    summary = reply.keys[0]
+    assert summary.api_key_id == key.id and summary.settings == OFF
+    assert summary.effective_settings == KeySettings(archive_payloads=True)

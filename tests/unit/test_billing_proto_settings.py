@@ -13,9 +13,14 @@ from proto.billing import (
     AdmitRequest,
     KeyCreated,
     KeyLimits,
+    KeySettings,
+    KeySummary,
+    OrgCreated,
+    OrgSettingsChanged,
     Settle,
     Settled,
     TopUp,
+    WalletSummary,
     decode_event,
     event_msg_id,
 )
@@ -44,6 +49,28 @@ def test_ledger_events_round_trip_by_tag_and_have_deterministic_message_ids() ->
     assert event_msg_id(settled) == "01JREQ"
     assert event_msg_id(TopUp(topup_id="inv-1", organization_id="org_a", amount_usd=Decimal(1), ts_ms=1)) == \
         "top_up:inv-1"
+
+
+def test_organization_events_before_and_after_org_settings() -> None:
+    old = decode_event(b'{"type":"org_created","organization_id":"org_a","name":"A","ts_ms":1}')
+    assert isinstance(old, OrgCreated) and old.settings == KeySettings()
+    change = OrgSettingsChanged(update_id="01JUPD", organization_id="org_a", ts_ms=2,
+                                settings=KeySettings(archive_payloads=True, dlp_policy="redact"))
+    assert decode_event(codec.encode(change)) == change
+    assert b'"type":"org_settings_changed"' in codec.encode(change)
+    assert event_msg_id(change) == "org_settings_changed:01JUPD"
+    created = OrgCreated(organization_id="org_b", name="", ts_ms=1, settings=KeySettings(archive_payloads=True))
+    assert decode_event(codec.encode(created)) == created
+
+
+def test_key_and_wallet_summaries_without_settings_still_decode() -> None:
+    wallet = codec.decode(b'{"organization_id":"org_a","name":"A","balance_usd":"1","reserved_usd":"0",'
+                          b'"available_usd":"1","spent_usd":"0"}', WalletSummary)
+    assert wallet.settings == KeySettings()
+    key = codec.decode(b'{"api_key_id":"key_1","organization_id":"org_a","name":"k","status":"active",'
+                       b'"created_ms":1,"limits":{},"spent_usd":"0","period_spent_usd":"0","period_start_ms":null,'
+                       b'"budget_remaining_usd":null,"reserved_usd":"0","requests":0,"tokens":0}', KeySummary)
+    assert key.settings == key.effective_settings == KeySettings()
 
 
 def test_every_code_maps_to_a_status_and_openai_type() -> None:

@@ -12,6 +12,8 @@ BODY = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
 
 def test_valid_body_parses() -> None:
     assert wire.parse_body(BODY)["model"] == "m"
+    edges = b'{"model": "m", "messages": [{"role": "user"}], "temperature": 2, "top_p": 0, "frequency_penalty": -2}'
+    assert wire.parse_body(edges)["temperature"] == 2
 
 
 @pytest.mark.parametrize(("raw", "param"), [
@@ -24,6 +26,10 @@ def test_valid_body_parses() -> None:
     (b'{"model": "m", "messages": [{"role": "user"}], "stream": "yes"}', "stream"),
     (b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": 0}', "max_tokens"),
     (b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": true}', "max_tokens"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "temperature": 2.5}', "temperature"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "temperature": "hot"}', "temperature"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "top_p": -0.1}', "top_p"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "presence_penalty": 3}', "presence_penalty"),
     (b'\xff\xfe', None),
 ])
 def test_invalid_bodies_name_the_field(raw: bytes, param: str | None) -> None:
