@@ -1,0 +1,80 @@
+"""Payload capture: layers cut to the bus limit largest first, the archive built from the final response,
+and the publisher's memory bound (drops and counts, never blocks) while NATS is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter
+
+from proto import codec
+from proto.payload import PayloadArchive
+from proto.trace import TraceEvent
+from services.proxy.payloads import Capture, PayloadPublisher, fit
+
+
+def test_fit_keeps_small_layers_whole_and_cuts_the_largest() -> None:
+    layers = (b"a" * 10, b"b" * 1000, b"c" * 20, b"d" * 500)
+    cut = fit(layers, 300)
+    assert cut[0] == layers[0] and cut[2] == layers[2]
+    assert sum(map(len, cut)) == 300 and len(cut[1]) == len(cut[3]) == 135
+    assert fit(layers, 10_000) is layers
+
+
+def _trace() -> TraceEvent:
+    return TraceEvent(request_id="01JAAAAAAAAAAAAAAAAAAAAAAA", timestamp_ms=1, organization_id="org", api_key_id="k",
+                      endpoint="/v1/chat/completions", requested_model="m", model="m", provider="p", upstream_model="m",
+                      route_reason="default", status_code=200, stream=False, latency_ms=1.0, upstream_latency_ms=1.0,
+                      redactions=2)
+
+
+def test_archive_takes_the_plain_body_or_the_written_chunks() -> None:
+    capture = Capture(caller_request=b'{"q": 1}', upstream_request=b"up", upstream_response=b"raw")
+    archive = capture.archive(_trace(), web.Response(status=200, body=b'{"a": 1}'), max_bytes=1 << 20)
+    assert (archive.caller_request, archive.upstream_request, archive.upstream_response, archive.caller_response) \
+        == (b'{"q": 1}', b"up", b"raw", b'{"a": 1}')
+    assert archive.redactions == 2 and not archive.truncated
+
+    streamed = Capture(caller_request=b"q", upstream_chunks=[b"data: 1\n\n", b"data: 2\n\n"],
+                       caller_chunks=[b"data: x\n\n", b"data: [DONE]\n\n"])
+    archive = streamed.archive(_trace(), web.StreamResponse(status=200), max_bytes=1 << 20)
+    assert archive.upstream_response == b"data: 1\n\ndata: 2\n\n"
+    assert archive.caller_response == b"data: x\n\ndata: [DONE]\n\n"
+    assert streamed.archive(_trace(), web.StreamResponse(status=200), max_bytes=20).truncated
+
+
+class _DownJetStream:
+    """A JetStream context whose publishes fail until `up` is set, recording what got through."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.stored: list[PayloadArchive] = []
+
+    async def publish(self, subject: str, data: bytes, **_: Any) -> None:
+        if not self.up:
+            raise ConnectionError("nats down")
+        self.stored.append(codec.decode(data, PayloadArchive))
+
+
+def _archive(request_id: str, size: int) -> PayloadArchive:
+    return PayloadArchive(request_id=request_id, organization_id="org", timestamp_ms=1, caller_request=b"x" * size,
+                          upstream_request=b"", upstream_response=b"", caller_response=b"")
+
+
+async def test_publisher_buffers_up_to_its_bound_then_drops_and_counts() -> None:
+    js = _DownJetStream()
+    dropped = Counter("dropped", "test", registry=CollectorRegistry())
+    publisher = PayloadPublisher(js, buffer_bytes=3000, dropped=dropped)  # type: ignore[arg-type]
+    publisher.start()
+    for index in range(5):
+        publisher.submit(_archive(f"r{index}", 900))  # ~1.2 kB encoded each: two fit
+    assert dropped._value.get() == 3 and publisher.backlog == 2
+    js.up = True
+    for _ in range(100):
+        if not publisher.backlog and publisher.buffered_bytes == 0:
+            break
+        await asyncio.sleep(0.05)
+    await publisher.close(timeout=5)
+    assert [archive.request_id for archive in js.stored] == ["r0", "r1"] and publisher.buffered_bytes == 0
