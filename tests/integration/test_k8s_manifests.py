@@ -529,6 +529,8 @@ def test_prod_scales_the_proxy_alone_and_clusters_nats(rendered: dict[str, list[
     headless = nats["spec"]["serviceName"]
     assert nats_routes(config["nats.conf"]) == [f"nats://nats-{i}.{headless}:6222" for i in range(replicas)]
     assert named(objects, "Service", headless)["spec"]["clusterIP"] == "None"
+    env = data_of(objects, "ConfigMap", named_prefix(objects, "ConfigMap", "routeur-env"))
+    assert env["NATS_STREAM_REPLICAS"] == str(replicas)  # every stream keeps a copy on each server
     for container in [c for w in workloads(objects) for c in containers(w) if is_routeur(c)]:
         assert not container["image"].endswith(":latest") and ":" in container["image"].rsplit("/", 1)[-1]
 

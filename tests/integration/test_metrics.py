@@ -64,3 +64,28 @@ def test_billing_metrics_count_admissions_and_refusals(stack: Stack) -> None:
     assert _value(text, "routeur_billing_admissions_total") >= 1
     assert _value(text, "routeur_billing_open_reservations") >= 0
     assert "routeur_billing_refusals_total" in text or "# TYPE routeur_billing_refusals counter" in text
+
+
+def test_archiver_metrics_count_archives_bytes_and_links(stack: Stack) -> None:
+    from tests.integration.test_dlp_gateway import org_key
+    from tests.integration.test_payload_archive import _request, archived_url
+
+    _, key = org_key(stack, archive_payloads=True)
+    _, request_id = _request(stack, key)
+    archived_url(stack, key, request_id)  # written, and a link minted
+    text = _scrape(stack.children["archiver"].url)
+    assert _value(text, "routeur_archiver_archived_total") >= 1
+    assert _value(text, "routeur_archiver_bytes_written_total") > 0
+    assert "# TYPE routeur_archiver_write_failures_total counter" in text  # labelled by reason once one happens
+    assert _value(text, "routeur_archiver_consumer_lag") >= 0
+    assert "routeur_archiver_put_seconds_bucket" in text
+    assert re.search(r'^routeur_archiver_links_total\{outcome="[a-z_]+"\} [1-9]', text, re.MULTILINE)
+
+
+def test_router_metrics_expose_breaker_states(stack: Stack) -> None:
+    openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=stack.secrets["ROUTEUR_API_KEY"], max_retries=0) \
+        .chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    text = wait_for(lambda: (lambda t: t if "routeur_router_breaker_state{" in t else None)(
+        _scrape(stack.children["router"].url)))
+    assert re.search(r'^routeur_router_breaker_state\{route="openai/gpt-4o-mini"\} 0\.0$', text, re.MULTILINE)
+    assert "routeur_router_snapshot_version" in text
