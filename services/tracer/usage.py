@@ -1,4 +1,5 @@
-"""Pure builders for usage queries over the per-minute rollup (`usage_minute`); never raw traces."""
+"""Pure builders for usage queries over the rollups (`usage_hour` for whole hours, `usage_minute` for the
+rest); never raw traces."""
 
 from __future__ import annotations
 
@@ -44,31 +45,56 @@ def resolve(query: UsageQuery, now_ms: int) -> tuple[int, int]:
     return since, until
 
 
-def _where(query: UsageQuery, since: int, until: int) -> tuple[str, dict[str, Any]]:
-    where = ["minute >= toDateTime({since_s:Int64}, 'UTC')",
-             "minute < toDateTime({until_s:Int64}, 'UTC')"]
-    params: dict[str, Any] = {"since_s": since // 1000, "until_s": until // 1000}
+HOUR_MS = 3_600_000
+_COLUMNS = ("organization_id, api_key_id, model, provider, requests, errors, prompt_tokens, completion_tokens, "
+            "total_tokens, cost_usd, fallbacks, redactions, latency_ms")
+
+
+def _filters(query: UsageQuery) -> tuple[list[str], dict[str, Any]]:
+    where: list[str] = []
+    params: dict[str, Any] = {}
     for column in ("organization_id", "api_key_id", "model", "provider"):
         value = getattr(query, column)
         if value is not None:
             where.append(f"{column} = {{{column}:String}}")
             params[column] = value
-    return " AND ".join(where), params
+    return where, params
+
+
+def _source(query: UsageQuery, since: int, until: int) -> tuple[str, dict[str, Any]]:
+    """The rollup rows of [since, until) as one relation with a `minute` column: the whole hours from
+    `usage_hour`, the partial hours at either end from `usage_minute` (same sums and quantile states)."""
+    filters, params = _filters(query)
+    params.update(since_s=since // 1000, until_s=until // 1000)
+    first_hour, last_hour = -(-since // HOUR_MS) * HOUR_MS, until // HOUR_MS * HOUR_MS
+    if query.bucket == "minute" or first_hour >= last_hour:
+        where = " AND ".join(["minute >= toDateTime({since_s:Int64}, 'UTC')",
+                              "minute < toDateTime({until_s:Int64}, 'UTC')", *filters])
+        return f"(SELECT minute, {_COLUMNS} FROM usage_minute WHERE {where})", params
+    params.update(hour_from_s=first_hour // 1000, hour_to_s=last_hour // 1000)
+    hours = " AND ".join(["hour >= toDateTime({hour_from_s:Int64}, 'UTC')",
+                          "hour < toDateTime({hour_to_s:Int64}, 'UTC')", *filters])
+    edges = " AND ".join([
+        "((minute >= toDateTime({since_s:Int64}, 'UTC') AND minute < toDateTime({hour_from_s:Int64}, 'UTC')) "
+        "OR (minute >= toDateTime({hour_to_s:Int64}, 'UTC') AND minute < toDateTime({until_s:Int64}, 'UTC')))",
+        *filters])
+    return (f"(SELECT hour AS minute, {_COLUMNS} FROM usage_hour WHERE {hours} "
+            f"UNION ALL SELECT minute, {_COLUMNS} FROM usage_minute WHERE {edges})"), params
 
 
 def usage_query(query: UsageQuery, since: int, until: int) -> tuple[str, dict[str, Any]]:
     """Rows per bucket × group, oldest bucket first. Call `resolve` first."""
-    where, params = _where(query, since, until)
+    source, params = _source(query, since, until)
     sql = (f"SELECT toUnixTimestamp({BUCKET_SQL[query.bucket]}) AS bucket, "
            f"toString({GROUP_COLUMNS[query.group_by]}) AS grp, {METRICS} "
-           f"FROM usage_minute WHERE {where} GROUP BY bucket, grp ORDER BY bucket, grp LIMIT {MAX_ROWS}")
+           f"FROM {source} GROUP BY bucket, grp ORDER BY bucket, grp LIMIT {MAX_ROWS}")
     return sql, params
 
 
 def totals_query(query: UsageQuery, since: int, until: int) -> tuple[str, dict[str, Any]]:
     """One row over the whole range and filters (quantiles merged, not averaged)."""
-    where, params = _where(query, since, until)
-    return f"SELECT {METRICS} FROM usage_minute WHERE {where}", params
+    source, params = _source(query, since, until)
+    return f"SELECT {METRICS} FROM {source}", params
 
 
 def to_usage_row(bucket_ms: int, group: str, values: Sequence[Any]) -> UsageRow:

@@ -61,6 +61,9 @@ def rollup_vs_raw(h: Harness, where: str = "1 = 1") -> tuple[tuple[Any, ...], tu
                 f"FROM traces FINAL WHERE {where}")[0]
     rolled = h.sql("SELECT sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), "
                    "sum(cost_usd), sum(errors), sum(fallbacks), sum(redactions) FROM usage_minute")[0]
+    hourly = h.sql("SELECT sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), "
+                   "sum(cost_usd), sum(errors), sum(fallbacks), sum(redactions) FROM usage_hour")[0]
+    assert tuple(hourly) == tuple(rolled), "the hourly rollup holds the same totals as the per-minute one"
     return tuple(raw), tuple(rolled)
 
 
@@ -85,7 +88,20 @@ def test_rollup_totals_equal_raw_after_10k_traces_with_redeliveries(harness: Har
     assert raw == rolled
     assert isinstance(rolled[4], Decimal) and rolled[4] == sum((e.cost_usd for e in events), Decimal(0))
     harness.sql("OPTIMIZE TABLE usage_minute FINAL")
+    harness.sql("OPTIMIZE TABLE usage_hour FINAL")
     assert rollup_vs_raw(harness) == (raw, rolled)
+
+
+def test_a_range_not_on_whole_hours_counts_exactly_its_minutes(harness: Harness) -> None:
+    """Whole hours come from usage_hour, the ragged ends from usage_minute: totals equal the raw rows."""
+    since, until = T0 + 37 * 60_000, T0 + 2 * 86_400_000 - 13 * 60_000
+    raw = harness.sql("SELECT count(), sum(cost_usd) FROM traces FINAL WHERE organization_id = 'org_b' AND "
+                      f"ts >= fromUnixTimestamp64Milli({since}) AND ts < fromUnixTimestamp64Milli({until})")[0]
+    for bucket in ("hour", "day"):
+        reply = harness.run(harness.tracer.usage(UsageQuery(organization_id="org_b", group_by="model",
+                                                            bucket=bucket, since_ms=since, until_ms=until)))
+        assert reply.totals is not None and (reply.totals.requests, reply.totals.cost_usd) == tuple(raw)
+        assert sum(row.requests for row in reply.rows) == raw[0]
 
 
 def test_usage_groups_and_buckets_from_the_rollup(harness: Harness) -> None:

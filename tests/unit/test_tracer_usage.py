@@ -23,6 +23,24 @@ def test_usage_query_puts_user_values_only_in_parameters() -> None:
         assert params["since_s"] == since // 1000 and params["until_s"] == until // 1000
 
 
+def test_whole_hours_read_the_hourly_rollup_and_ragged_ends_the_minute_one() -> None:
+    hour = 3_600_000
+    start = NOW // hour * hour
+    aligned = UsageQuery(bucket="day", since_ms=start - 48 * hour, until_ms=start)
+    sql, params = usage.totals_query(aligned, *usage.resolve(aligned, NOW))
+    assert "FROM usage_hour" in sql and (params["hour_from_s"], params["hour_to_s"]) == (
+        (start - 48 * hour) // 1000, start // 1000)
+    ragged = UsageQuery(bucket="hour", since_ms=start - 5 * hour - 60_000 * 7, until_ms=start + 60_000 * 3)
+    sql, params = usage.usage_query(ragged, *usage.resolve(ragged, NOW))
+    assert "FROM usage_hour" in sql and "FROM usage_minute" in sql
+    assert (params["hour_from_s"], params["hour_to_s"]) == ((start - 5 * hour) // 1000, start // 1000)
+    short = UsageQuery(bucket="hour", since_ms=start + 60_000, until_ms=start + 30 * 60_000)
+    sql, _ = usage.usage_query(short, *usage.resolve(short, NOW))
+    assert "usage_hour" not in sql  # less than one whole hour: minutes only
+    minutes = UsageQuery(bucket="minute", since_ms=start - 5 * hour, until_ms=start)
+    assert "usage_hour" not in usage.usage_query(minutes, *usage.resolve(minutes, NOW))[0]
+
+
 @pytest.mark.parametrize("group_by, column", [("model", "toString(model)"), ("key", "toString(api_key_id)"),
                                               ("provider", "toString(provider)")])
 @pytest.mark.parametrize("bucket, fn", [("minute", "toStartOfMinute"), ("hour", "toStartOfHour"),
