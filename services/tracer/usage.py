@@ -1,5 +1,5 @@
-"""Pure builders for usage queries over the rollups (`usage_hour` for whole hours, `usage_minute` for the
-rest); never raw traces."""
+"""Pure builders for usage queries over the rollups (`usage_day`, `usage_hour`, `usage_minute`: whole days,
+whole hours, then minutes); never raw traces."""
 
 from __future__ import annotations
 
@@ -45,7 +45,9 @@ def resolve(query: UsageQuery, now_ms: int) -> tuple[int, int]:
     return since, until
 
 
-HOUR_MS = 3_600_000
+# The rollups, coarsest first: (table, its time column, its grain in ms). A bucket reads only rollups whose
+# grain fits in it; a range is split into whole days, whole hours and the minutes left at its ends.
+ROLLUPS = (("usage_day", "day", 86_400_000), ("usage_hour", "hour", 3_600_000), ("usage_minute", "minute", 60_000))
 _COLUMNS = ("organization_id, api_key_id, model, provider, requests, errors, prompt_tokens, completion_tokens, "
             "total_tokens, cost_usd, fallbacks, redactions, latency_ms")
 
@@ -61,25 +63,39 @@ def _filters(query: UsageQuery) -> tuple[list[str], dict[str, Any]]:
     return where, params
 
 
+def segments(bucket: str, since: int, until: int) -> list[tuple[str, str, int, int]]:
+    """[since, until) as (table, time column, from, to) pieces, each piece from the coarsest rollup whose
+    grain divides it and fits in the bucket (`since`/`until` are whole minutes)."""
+    levels = [level for level in ROLLUPS if level[2] <= BUCKETS_S[bucket] * 1000]
+
+    def split(start: int, end: int, depth: int) -> list[tuple[str, str, int, int]]:
+        if start >= end:
+            return []
+        table, column, grain = levels[depth]
+        if depth == len(levels) - 1:
+            return [(table, column, start, end)]
+        inner_start, inner_end = -(-start // grain) * grain, end // grain * grain
+        if inner_start >= inner_end:
+            return split(start, end, depth + 1)
+        return [*split(start, inner_start, depth + 1), (table, column, inner_start, inner_end),
+                *split(inner_end, end, depth + 1)]
+
+    return split(since, until, 0)
+
+
 def _source(query: UsageQuery, since: int, until: int) -> tuple[str, dict[str, Any]]:
-    """The rollup rows of [since, until) as one relation with a `minute` column: the whole hours from
-    `usage_hour`, the partial hours at either end from `usage_minute` (same sums and quantile states)."""
+    """The rollup rows of [since, until) as one relation with a `minute` column (the same sums and quantile
+    states in every rollup, so UNION ALL then merge is exact)."""
     filters, params = _filters(query)
-    params.update(since_s=since // 1000, until_s=until // 1000)
-    first_hour, last_hour = -(-since // HOUR_MS) * HOUR_MS, until // HOUR_MS * HOUR_MS
-    if query.bucket == "minute" or first_hour >= last_hour:
-        where = " AND ".join(["minute >= toDateTime({since_s:Int64}, 'UTC')",
-                              "minute < toDateTime({until_s:Int64}, 'UTC')", *filters])
-        return f"(SELECT minute, {_COLUMNS} FROM usage_minute WHERE {where})", params
-    params.update(hour_from_s=first_hour // 1000, hour_to_s=last_hour // 1000)
-    hours = " AND ".join(["hour >= toDateTime({hour_from_s:Int64}, 'UTC')",
-                          "hour < toDateTime({hour_to_s:Int64}, 'UTC')", *filters])
-    edges = " AND ".join([
-        "((minute >= toDateTime({since_s:Int64}, 'UTC') AND minute < toDateTime({hour_from_s:Int64}, 'UTC')) "
-        "OR (minute >= toDateTime({hour_to_s:Int64}, 'UTC') AND minute < toDateTime({until_s:Int64}, 'UTC')))",
-        *filters])
-    return (f"(SELECT hour AS minute, {_COLUMNS} FROM usage_hour WHERE {hours} "
-            f"UNION ALL SELECT minute, {_COLUMNS} FROM usage_minute WHERE {edges})"), params
+    parts = []
+    for index, (table, column, start, end) in enumerate(segments(query.bucket, since, until)):
+        params[f"from_{index}"], params[f"to_{index}"] = start // 1000, end // 1000
+        where = " AND ".join([f"{column} >= toDateTime({{from_{index}:Int64}}, 'UTC')",
+                              f"{column} < toDateTime({{to_{index}:Int64}}, 'UTC')", *filters])
+        parts.append(f"SELECT {column} AS minute, {_COLUMNS} FROM {table} WHERE {where}")
+    if not parts:  # an empty range
+        parts.append(f"SELECT minute, {_COLUMNS} FROM usage_minute WHERE 0")
+    return "(" + " UNION ALL ".join(parts) + ")", params
 
 
 def usage_query(query: UsageQuery, since: int, until: int) -> tuple[str, dict[str, Any]]:

@@ -61,9 +61,10 @@ def rollup_vs_raw(h: Harness, where: str = "1 = 1") -> tuple[tuple[Any, ...], tu
                 f"FROM traces FINAL WHERE {where}")[0]
     rolled = h.sql("SELECT sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), "
                    "sum(cost_usd), sum(errors), sum(fallbacks), sum(redactions) FROM usage_minute")[0]
-    hourly = h.sql("SELECT sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), "
-                   "sum(cost_usd), sum(errors), sum(fallbacks), sum(redactions) FROM usage_hour")[0]
-    assert tuple(hourly) == tuple(rolled), "the hourly rollup holds the same totals as the per-minute one"
+    for table in ("usage_hour", "usage_day"):
+        coarser = h.sql("SELECT sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens), "
+                        f"sum(cost_usd), sum(errors), sum(fallbacks), sum(redactions) FROM {table}")[0]
+        assert tuple(coarser) == tuple(rolled), f"{table} holds the same totals as usage_minute"
     return tuple(raw), tuple(rolled)
 
 
@@ -89,11 +90,13 @@ def test_rollup_totals_equal_raw_after_10k_traces_with_redeliveries(harness: Har
     assert isinstance(rolled[4], Decimal) and rolled[4] == sum((e.cost_usd for e in events), Decimal(0))
     harness.sql("OPTIMIZE TABLE usage_minute FINAL")
     harness.sql("OPTIMIZE TABLE usage_hour FINAL")
+    harness.sql("OPTIMIZE TABLE usage_day FINAL")
     assert rollup_vs_raw(harness) == (raw, rolled)
 
 
 def test_a_range_not_on_whole_hours_counts_exactly_its_minutes(harness: Harness) -> None:
-    """Whole hours come from usage_hour, the ragged ends from usage_minute: totals equal the raw rows."""
+    """Whole days from usage_day, whole hours from usage_hour, the ragged ends from usage_minute: totals
+    equal the raw rows."""
     since, until = T0 + 37 * 60_000, T0 + 2 * 86_400_000 - 13 * 60_000
     raw = harness.sql("SELECT count(), sum(cost_usd) FROM traces FINAL WHERE organization_id = 'org_b' AND "
                       f"ts >= fromUnixTimestamp64Milli({since}) AND ts < fromUnixTimestamp64Milli({until})")[0]

@@ -20,25 +20,30 @@ def test_usage_query_puts_user_values_only_in_parameters() -> None:
     for sql, params in (usage.usage_query(query, since, until), usage.totals_query(query, since, until)):
         assert HOSTILE not in sql and "OR 1=1" not in sql and "FROM usage_minute" in sql and "traces" not in sql
         assert params["model"] == HOSTILE and params["organization_id"] == HOSTILE
-        assert params["since_s"] == since // 1000 and params["until_s"] == until // 1000
+        assert params["from_0"] == since // 1000 and params[f"to_{sql.count('UNION ALL')}"] == until // 1000
 
 
-def test_whole_hours_read_the_hourly_rollup_and_ragged_ends_the_minute_one() -> None:
-    hour = 3_600_000
-    start = NOW // hour * hour
-    aligned = UsageQuery(bucket="day", since_ms=start - 48 * hour, until_ms=start)
-    sql, params = usage.totals_query(aligned, *usage.resolve(aligned, NOW))
-    assert "FROM usage_hour" in sql and (params["hour_from_s"], params["hour_to_s"]) == (
-        (start - 48 * hour) // 1000, start // 1000)
-    ragged = UsageQuery(bucket="hour", since_ms=start - 5 * hour - 60_000 * 7, until_ms=start + 60_000 * 3)
-    sql, params = usage.usage_query(ragged, *usage.resolve(ragged, NOW))
-    assert "FROM usage_hour" in sql and "FROM usage_minute" in sql
-    assert (params["hour_from_s"], params["hour_to_s"]) == ((start - 5 * hour) // 1000, start // 1000)
-    short = UsageQuery(bucket="hour", since_ms=start + 60_000, until_ms=start + 30 * 60_000)
-    sql, _ = usage.usage_query(short, *usage.resolve(short, NOW))
-    assert "usage_hour" not in sql  # less than one whole hour: minutes only
-    minutes = UsageQuery(bucket="minute", since_ms=start - 5 * hour, until_ms=start)
-    assert "usage_hour" not in usage.usage_query(minutes, *usage.resolve(minutes, NOW))[0]
+def test_a_range_splits_into_whole_days_whole_hours_and_minutes() -> None:
+    minute, hour, day = 60_000, 3_600_000, 86_400_000
+    d0 = NOW // day * day
+    since, until = d0 - 2 * day - 3 * hour - 7 * minute, d0 + 5 * hour + 4 * minute
+    assert usage.segments("day", since, until) == [
+        ("usage_minute", "minute", since, d0 - 2 * day - 3 * hour),
+        ("usage_hour", "hour", d0 - 2 * day - 3 * hour, d0 - 2 * day),
+        ("usage_day", "day", d0 - 2 * day, d0),
+        ("usage_hour", "hour", d0, d0 + 5 * hour),
+        ("usage_minute", "minute", d0 + 5 * hour, until)]
+    # an hour bucket never reads the daily rollup, a minute bucket only minutes
+    assert [table for table, *_ in usage.segments("hour", since, until)] == [
+        "usage_minute", "usage_hour", "usage_minute"]
+    assert usage.segments("minute", since, until) == [("usage_minute", "minute", since, until)]
+    assert usage.segments("day", d0 + minute, d0 + 30 * minute) == [("usage_minute", "minute", d0 + minute,
+                                                                      d0 + 30 * minute)]
+    pieces = usage.segments("day", since, until)
+    assert all(a[3] == b[2] for a, b in zip(pieces, pieces[1:], strict=False))  # contiguous, no overlap
+    query = UsageQuery(bucket="day", since_ms=since, until_ms=until)
+    sql, params = usage.totals_query(query, *usage.resolve(query, NOW))
+    assert sql.count("UNION ALL") == 4 and params["from_2"] == (d0 - 2 * day) // 1000
 
 
 @pytest.mark.parametrize("group_by, column", [("model", "toString(model)"), ("key", "toString(api_key_id)"),
