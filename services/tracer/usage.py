@@ -1,5 +1,5 @@
-"""Pure builders for usage queries over the rollups (`usage_day`, `usage_hour`, `usage_minute`: whole days,
-whole hours, then minutes); never raw traces."""
+"""Pure builders for usage queries over the rollups (`usage_minute`, `usage_hour`, `usage_day`: the one whose
+grain is the bucket); never raw traces."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ METRICS = """sum(requests) AS requests, sum(errors) AS errors, sum(prompt_tokens
 
 
 def resolve(query: UsageQuery, now_ms: int) -> tuple[int, int]:
-    """Validate the query and return its [since, until) range, both floored to whole minutes."""
+    """Validate the query and return its [since, until) range widened to whole buckets (the reply says so):
+    every bucket is complete, and each bucket width reads its own rollup."""
     if query.group_by not in GROUP_COLUMNS:
         raise QueryError(f"'group_by' must be one of {', '.join(GROUP_COLUMNS)}")
     if query.bucket not in BUCKETS_S:
@@ -38,64 +39,32 @@ def resolve(query: UsageQuery, now_ms: int) -> tuple[int, int]:
     until = query.until_ms if query.until_ms is not None else now_ms
     since = query.since_ms if query.since_ms is not None else until - DEFAULT_RANGE_MS
     check_range(max(since, 0), until)
-    since, until = max(since, 0) // 60_000 * 60_000, -(-until // 60_000) * 60_000
+    width = BUCKETS_S[query.bucket] * 1000
+    since, until = max(since, 0) // width * width, -(-until // width) * width
     if (until - since) // (BUCKETS_S[query.bucket] * 1000) > MAX_BUCKETS:
         raise QueryError(f"the range spans more than {MAX_BUCKETS} '{query.bucket}' buckets; "
                          "narrow it or use a coarser bucket")
     return since, until
 
 
-# The rollups, coarsest first: (table, its time column, its grain in ms). A bucket reads only rollups whose
-# grain fits in it; a range is split into whole days, whole hours and the minutes left at its ends.
-ROLLUPS = (("usage_day", "day", 86_400_000), ("usage_hour", "hour", 3_600_000), ("usage_minute", "minute", 60_000))
-_COLUMNS = ("organization_id, api_key_id, model, provider, requests, errors, prompt_tokens, completion_tokens, "
-            "total_tokens, cost_usd, fallbacks, redactions, latency_ms")
-
-
-def _filters(query: UsageQuery) -> tuple[list[str], dict[str, Any]]:
-    where: list[str] = []
-    params: dict[str, Any] = {}
-    for column in ("organization_id", "api_key_id", "model", "provider"):
-        value = getattr(query, column)
-        if value is not None:
-            where.append(f"{column} = {{{column}:String}}")
-            params[column] = value
-    return where, params
-
-
-def segments(bucket: str, since: int, until: int) -> list[tuple[str, str, int, int]]:
-    """[since, until) as (table, time column, from, to) pieces, each piece from the coarsest rollup whose
-    grain divides it and fits in the bucket (`since`/`until` are whole minutes)."""
-    levels = [level for level in ROLLUPS if level[2] <= BUCKETS_S[bucket] * 1000]
-
-    def split(start: int, end: int, depth: int) -> list[tuple[str, str, int, int]]:
-        if start >= end:
-            return []
-        table, column, grain = levels[depth]
-        if depth == len(levels) - 1:
-            return [(table, column, start, end)]
-        inner_start, inner_end = -(-start // grain) * grain, end // grain * grain
-        if inner_start >= inner_end:
-            return split(start, end, depth + 1)
-        return [*split(start, inner_start, depth + 1), (table, column, inner_start, inner_end),
-                *split(inner_end, end, depth + 1)]
-
-    return split(since, until, 0)
+# Each bucket width reads the rollup of that grain: a 30-day range by day is 30 rows per group.
+ROLLUPS = {"minute": ("usage_minute", "minute"), "hour": ("usage_hour", "hour"), "day": ("usage_day", "day")}
 
 
 def _source(query: UsageQuery, since: int, until: int) -> tuple[str, dict[str, Any]]:
-    """The rollup rows of [since, until) as one relation with a `minute` column (the same sums and quantile
-    states in every rollup, so UNION ALL then merge is exact)."""
-    filters, params = _filters(query)
-    parts = []
-    for index, (table, column, start, end) in enumerate(segments(query.bucket, since, until)):
-        params[f"from_{index}"], params[f"to_{index}"] = start // 1000, end // 1000
-        where = " AND ".join([f"{column} >= toDateTime({{from_{index}:Int64}}, 'UTC')",
-                              f"{column} < toDateTime({{to_{index}:Int64}}, 'UTC')", *filters])
-        parts.append(f"SELECT {column} AS minute, {_COLUMNS} FROM {table} WHERE {where}")
-    if not parts:  # an empty range
-        parts.append(f"SELECT minute, {_COLUMNS} FROM usage_minute WHERE 0")
-    return "(" + " UNION ALL ".join(parts) + ")", params
+    """The bucket's rollup rows in [since, until) (whole buckets) with the filters, as a relation whose time
+    column is called `minute`."""
+    table, column = ROLLUPS[query.bucket]
+    where = [f"{column} >= toDateTime({{since_s:Int64}}, 'UTC')", f"{column} < toDateTime({{until_s:Int64}}, 'UTC')"]
+    params: dict[str, Any] = {"since_s": since // 1000, "until_s": until // 1000}
+    for name in ("organization_id", "api_key_id", "model", "provider"):
+        value = getattr(query, name)
+        if value is not None:
+            where.append(f"{name} = {{{name}:String}}")
+            params[name] = value
+    return (f"(SELECT {column} AS minute, organization_id, api_key_id, model, provider, requests, errors, "
+            f"prompt_tokens, completion_tokens, total_tokens, cost_usd, fallbacks, redactions, latency_ms "
+            f"FROM {table} WHERE {' AND '.join(where)})"), params
 
 
 def usage_query(query: UsageQuery, since: int, until: int) -> tuple[str, dict[str, Any]]:

@@ -94,15 +94,16 @@ def test_rollup_totals_equal_raw_after_10k_traces_with_redeliveries(harness: Har
     assert rollup_vs_raw(harness) == (raw, rolled)
 
 
-def test_a_range_not_on_whole_hours_counts_exactly_its_minutes(harness: Harness) -> None:
-    """Whole days from usage_day, whole hours from usage_hour, the ragged ends from usage_minute: totals
-    equal the raw rows."""
+def test_a_ragged_range_is_widened_to_whole_buckets_and_counts_them_exactly(harness: Harness) -> None:
+    """Each bucket width reads its own rollup; the reply's range is the whole buckets it covered."""
     since, until = T0 + 37 * 60_000, T0 + 2 * 86_400_000 - 13 * 60_000
-    raw = harness.sql("SELECT count(), sum(cost_usd) FROM traces FINAL WHERE organization_id = 'org_b' AND "
-                      f"ts >= fromUnixTimestamp64Milli({since}) AND ts < fromUnixTimestamp64Milli({until})")[0]
-    for bucket in ("hour", "day"):
+    for bucket in ("minute", "hour", "day"):
         reply = harness.run(harness.tracer.usage(UsageQuery(organization_id="org_b", group_by="model",
                                                             bucket=bucket, since_ms=since, until_ms=until)))
+        raw = harness.sql("SELECT count(), sum(cost_usd) FROM traces FINAL WHERE organization_id = 'org_b' AND "
+                          f"ts >= fromUnixTimestamp64Milli({reply.since_ms}) AND "
+                          f"ts < fromUnixTimestamp64Milli({reply.until_ms})")[0]
+        assert reply.since_ms <= since and reply.until_ms >= until
         assert reply.totals is not None and (reply.totals.requests, reply.totals.cost_usd) == tuple(raw)
         assert sum(row.requests for row in reply.rows) == raw[0]
 

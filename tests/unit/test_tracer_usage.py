@@ -18,32 +18,22 @@ def test_usage_query_puts_user_values_only_in_parameters() -> None:
                        group_by="key", bucket="hour", since_ms=NOW - 3_600_000, until_ms=NOW)
     since, until = usage.resolve(query, NOW)
     for sql, params in (usage.usage_query(query, since, until), usage.totals_query(query, since, until)):
-        assert HOSTILE not in sql and "OR 1=1" not in sql and "FROM usage_minute" in sql and "traces" not in sql
+        assert HOSTILE not in sql and "OR 1=1" not in sql and "FROM usage_hour" in sql and "traces" not in sql
         assert params["model"] == HOSTILE and params["organization_id"] == HOSTILE
-        assert params["from_0"] == since // 1000 and params[f"to_{sql.count('UNION ALL')}"] == until // 1000
+        assert params["since_s"] == since // 1000 and params["until_s"] == until // 1000
 
 
-def test_a_range_splits_into_whole_days_whole_hours_and_minutes() -> None:
-    minute, hour, day = 60_000, 3_600_000, 86_400_000
-    d0 = NOW // day * day
-    since, until = d0 - 2 * day - 3 * hour - 7 * minute, d0 + 5 * hour + 4 * minute
-    assert usage.segments("day", since, until) == [
-        ("usage_minute", "minute", since, d0 - 2 * day - 3 * hour),
-        ("usage_hour", "hour", d0 - 2 * day - 3 * hour, d0 - 2 * day),
-        ("usage_day", "day", d0 - 2 * day, d0),
-        ("usage_hour", "hour", d0, d0 + 5 * hour),
-        ("usage_minute", "minute", d0 + 5 * hour, until)]
-    # an hour bucket never reads the daily rollup, a minute bucket only minutes
-    assert [table for table, *_ in usage.segments("hour", since, until)] == [
-        "usage_minute", "usage_hour", "usage_minute"]
-    assert usage.segments("minute", since, until) == [("usage_minute", "minute", since, until)]
-    assert usage.segments("day", d0 + minute, d0 + 30 * minute) == [("usage_minute", "minute", d0 + minute,
-                                                                      d0 + 30 * minute)]
-    pieces = usage.segments("day", since, until)
-    assert all(a[3] == b[2] for a, b in zip(pieces, pieces[1:], strict=False))  # contiguous, no overlap
-    query = UsageQuery(bucket="day", since_ms=since, until_ms=until)
-    sql, params = usage.totals_query(query, *usage.resolve(query, NOW))
-    assert sql.count("UNION ALL") == 4 and params["from_2"] == (d0 - 2 * day) // 1000
+@pytest.mark.parametrize("bucket, table, width", [("minute", "usage_minute", 60_000),
+                                                   ("hour", "usage_hour", 3_600_000),
+                                                   ("day", "usage_day", 86_400_000)])
+def test_each_bucket_reads_its_own_rollup_over_whole_buckets(bucket: str, table: str, width: int) -> None:
+    query = UsageQuery(bucket=bucket, since_ms=NOW - 3 * width - 1234, until_ms=NOW)
+    since, until = usage.resolve(query, NOW)
+    assert since % width == 0 and until % width == 0 and since <= NOW - 3 * width - 1234 and until >= NOW
+    assert until - since in (4 * width, 5 * width)
+    for sql, params in (usage.usage_query(query, since, until), usage.totals_query(query, since, until)):
+        assert f"FROM {table} " in sql and sql.count("FROM usage_") == 1
+        assert (params["since_s"], params["until_s"]) == (since // 1000, until // 1000)
 
 
 @pytest.mark.parametrize("group_by, column", [("model", "toString(model)"), ("key", "toString(api_key_id)"),
@@ -56,10 +46,12 @@ def test_group_and_bucket_mapping(group_by: str, column: str, bucket: str, fn: s
     assert f"{fn}(minute)" in sql and f"{column} AS grp" in sql and "organization_id" not in params
 
 
-def test_range_defaults_to_the_last_day_on_whole_minutes() -> None:
-    since, until = usage.resolve(UsageQuery(), NOW)
+def test_range_defaults_to_the_last_day_on_whole_buckets() -> None:
+    since, until = usage.resolve(UsageQuery(bucket="minute"), NOW)
     assert until >= NOW and until - NOW < 60_000 and since % 60_000 == 0 and until % 60_000 == 0
     assert until - since in (usage.DEFAULT_RANGE_MS, usage.DEFAULT_RANGE_MS + 60_000)
+    since, until = usage.resolve(UsageQuery(), NOW)  # bucket "hour"
+    assert since % 3_600_000 == 0 and until % 3_600_000 == 0 and until - NOW < 3_600_000
 
 
 @pytest.mark.parametrize("query, message", [
