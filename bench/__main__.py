@@ -132,7 +132,7 @@ class Bench:
         self.static: StaticUpstream | None = None
         self.lg: LoadGenerator | None = None
         self.data_dir: Path | None = None
-        self.date = datetime.now(UTC).strftime("%Y-%m-%d")
+        self.date = datetime.now(UTC).strftime("%Y-%m-%d") + (f"-{args.suffix}" if args.suffix else "")
         self.proxy_sent = 0
         self.interference = procstat.Interference()
         self.result: dict[str, Any] = {"machine": procstat.machine_info(), "config": {}, "upstream": {},
@@ -172,6 +172,7 @@ class Bench:
         self.static_up = Upstream("static", self.static.url)
         self.result["config"] = {
             "mode": "running stack" if self.args.use_running else "own stack (temp data dir, LOG_LEVEL=WARNING)",
+            "only": self.args.only,
             "rates": self.rates, "scale": self.scale, "p99_bound_ms": self.args.p99_bound_ms,
             "step_s": self.step_s, "loadgen_cpu": cpu, "pipeline": PIPELINE, "model": MODEL,
         }
@@ -309,9 +310,13 @@ class Bench:
 
     def choose_upstream(self) -> None:
         up = self.result["upstream"]
-        log("measuring the upstreams alone (direct, non-streaming)")
-        up["emulator"] = self.capacity(self.emulator, 800)
-        up["static"] = self.capacity(self.static_up, 1500)
+        if self.args.only == "all" or self.args.upstream == "auto":
+            log("measuring the upstreams alone (direct, non-streaming)")
+            up["emulator"] = self.capacity(self.emulator, 800)
+            up["static"] = self.capacity(self.static_up, 1500)
+        else:
+            log(f"--only {self.args.only} --upstream {self.args.upstream}: the upstreams' capacity is not measured")
+            up["emulator"] = up["static"] = {"rps": None, "steps": [], "cpu_ms_per_request": None}
         emulator_max = up["emulator"]["rps"] or 0
         emulator_cpu = up["emulator"]["cpu_ms_per_request"]
         fast = emulator_max >= 2 * TARGETS["rps"] and emulator_cpu is not None and emulator_cpu <= MAX_UPSTREAM_CPU_MS
@@ -321,6 +326,8 @@ class Bench:
         if choice == "static" and self.args.use_running:
             raise SystemExit("--upstream static needs the bench's own stack (it points the proxy at the server)")
         emulator_facts = f"{emulator_max:,.0f} RPS alone at {_num(emulator_cpu)} ms CPU/request"
+        if not up["emulator"]["steps"]:
+            emulator_facts = "capacity not measured in this narrow run"
         static_facts = (f"{up['static']['rps'] or 0:,.0f} RPS alone at {_num(up['static']['cpu_ms_per_request'])} "
                         f"ms CPU/request")
         why = {"emulator": f"the emulator: {emulator_facts}",
@@ -474,6 +481,15 @@ class Bench:
         log(f"tracer ingest: {rate:,.0f} traces/s ({method})")
         return result
 
+    def ingest_repeated(self) -> dict[str, Any]:
+        """`--ingest-repeat` ingest runs; the median run by rate, with every run's rate and CPU per trace."""
+        runs = [self.ingest() for _ in range(self.args.ingest_repeat)]
+        median = sorted(runs, key=lambda r: r["rate"])[len(runs) // 2]
+        cpu = sorted(r["tracer_cpu_us_per_trace"] for r in runs)
+        return {**median, "runs": [{k: r[k] for k in ("rate", "exact", "tracer_cpu_us_per_trace",
+                                                     "nats_cpu_us_per_trace")} for r in runs],
+                "tracer_cpu_us_per_trace_median": cpu[len(cpu) // 2]}
+
     def _finish_recording(self, recording: profile.Recording | None, entry: dict[str, Any]) -> None:
         if recording is None:
             entry["error"] = "py-spy is not installed (pip install py-spy): no profile."
@@ -543,11 +559,16 @@ class Bench:
     # ----------------------------------------------------------------- the whole run
 
     def execute(self) -> dict[str, Any]:
-        self.choose_upstream()
         res = self.result
+        if self.args.only == "ingest":
+            res["ingest"] = self.ingest_repeated()
+            return self.conclude()
+        self.choose_upstream()
         log("fixed rates, non-streaming, upstream 0 ms")
         for rate in self.rates:
             res["fixed"].append(self.pair(rate, self.duration(rate), cpu_label=f"{rate} RPS"))
+        if self.args.only == "fixed":
+            return self.conclude()
         log("maximum sustainable rate, non-streaming")
         ns = self.max_rate(stream=False, start=300)
         res["max_sustainable"]["non_stream"] = ns
@@ -568,13 +589,18 @@ class Bench:
                                                        f"{STREAM_SLOW['chunk_interval_ms']} ms/chunk"))
         self.upstream.set_delays()
         res["max_sustainable"]["stream"] = self.max_rate(stream=True, start=200)
-        res["ingest"] = self.ingest()
+        res["ingest"] = self.ingest_repeated()
+        return self.conclude()
+
+    def conclude(self) -> dict[str, Any]:
+        """Targets, profiles where they are missed, and the run's bookkeeping."""
+        res = self.result
         res["upstream"]["headroom"] = _headroom(res)
         res["targets"] = targets(res)
         self.profiles()
         if self.stack is not None:
             res["restarts"] = {name: child.restarts for name, child in self.stack.children.items() if child.restarts}
-        res["not_measured"] = [
+        res["not_measured"] = [] if self.args.only != "all" else [
             "billing admission latency, routing µs and DLP µs/KB on their own: not timed separately yet (admission "
             "and routing are inside the added latency above; DLP is not on the hot path yet)",
             "LiteLLM side by side (--with-litellm): not built; its numbers above are quoted from issue #9",
@@ -590,11 +616,13 @@ class Bench:
         missed = {t["key"] for t in self.result["targets"] if t["met"] is False}
         proxy_missed = sorted(missed & {"added_p50_ms", "added_p99_ms", "rps", "rps_stream", "cpu_ms"})
         why: dict[str, str] = {}
-        if mode == "always" or proxy_missed:
+        if self.args.only == "ingest":
+            pass  # no load through the proxy in this run
+        elif mode == "always" or proxy_missed:
             why["proxy"] = "targets not met: " + ", ".join(proxy_missed) if proxy_missed else "always"
         cpu = self.result["cpu"].get("300 RPS", {}).get("per_process_ms", {})
         heaviest = max(cpu, key=cpu.get) if cpu else None
-        if heaviest and heaviest not in ("proxy", "nats") and ("cpu_ms" in missed or mode == "always"):
+        if heaviest and heaviest not in ("proxy", "nats") and ("cpu_ms" in missed or mode == "always") and why:
             why[heaviest] = f"target not met: cpu_ms; {heaviest} uses the most CPU per request"
         if why:
             self.profile_under_load(why)
@@ -662,11 +690,13 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         None if p50 is None else p50 <= TARGETS["added_p50_ms"] and clean, "ms")
     add("added_p99_ms", "Added latency p99 @ 300 RPS", p99, "≤ 5 ms",
         None if p99 is None else p99 <= TARGETS["added_p99_ms"] and clean, "ms")
-    ns = (res["max_sustainable"].get("non_stream") or {}).get("rps")
-    add("rps", "Max sustainable, non-streaming, 0 errors", ns, "≥ 1,500 RPS", (ns or 0) >= TARGETS["rps"], "RPS")
-    st = (res["max_sustainable"].get("stream") or {}).get("rps")
-    add("rps_stream", "Max sustainable, streaming, 0 errors", st, "≥ 800 RPS", (st or 0) >= TARGETS["rps_stream"],
-        "RPS")
+    searched = res["max_sustainable"]  # a search that found nothing is "not met"; no search (narrow run) is "–"
+    ns = (searched.get("non_stream") or {}).get("rps")
+    add("rps", "Max sustainable, non-streaming, 0 errors", ns, "≥ 1,500 RPS",
+        (ns or 0) >= TARGETS["rps"] if "non_stream" in searched else None, "RPS")
+    st = (searched.get("stream") or {}).get("rps")
+    add("rps_stream", "Max sustainable, streaming, 0 errors", st, "≥ 800 RPS",
+        (st or 0) >= TARGETS["rps_stream"] if "stream" in searched else None, "RPS")
     cpu = res["cpu"].get("300 RPS", {}).get("routeur_total_ms")
     add("cpu_ms", "CPU per request, all Routeur processes @ 300 RPS", cpu, "≤ 1 ms",
         None if cpu is None else cpu <= TARGETS["cpu_ms"], "ms")
@@ -710,6 +740,13 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every run's duration (0.3 = quick look)")
     parser.add_argument("--p99-bound-ms", type=float, default=50.0, help="p99 bound of a sustainable rate")
     parser.add_argument("--ingest-n", type=int, default=50_000, help="trace events for the ingest test")
+    parser.add_argument("--ingest-repeat", type=int, default=None,
+                        help="ingest runs, the median is reported (default 1; 3 with --only ingest)")
+    parser.add_argument("--only", choices=("all", "fixed", "ingest"), default="all",
+                        help="narrow runs: `fixed` = the fixed-rate pairs with CPU per request only (with "
+                             "--upstream static|emulator the upstream capacity search is skipped too); `ingest` = "
+                             "tracer ingest only")
+    parser.add_argument("--suffix", default="", help="results go to bench/results/<date>-<suffix>.{json,md}")
     parser.add_argument("--upstream", choices=("auto", "emulator", "static"), default="auto")
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="py-spy profiles: when a target is not met (auto), always or never")
@@ -723,6 +760,8 @@ def main() -> int:
         path.with_suffix(".md").write_text(markdown + "\n")
         print(markdown)
         return 0
+    if args.ingest_repeat is None:
+        args.ingest_repeat = 3 if args.only == "ingest" else 1
     bench = Bench(args)
     try:
         bench.start()

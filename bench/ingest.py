@@ -43,15 +43,15 @@ def make_events(n: int, organization_id: str) -> list[tuple[str, bytes]]:
 
 
 async def publish(nats_url: str, events: list[tuple[str, bytes]], *, window: int = 2000) -> float:
-    """Publish with JetStream acks (`window` in flight); returns the seconds it took."""
+    """Publish with JetStream acks (`window` in flight) and the proxy's headers (services/proxy/publisher.py:
+    Nats-Msg-Id only); returns the seconds it took."""
     nc = await nats.connect(nats_url, name="bench-ingest")
     js = nc.jetstream()
     started = time.perf_counter()
     try:
         for start in range(0, len(events), window):
             await asyncio.gather(*(
-                js.publish(subjects.TRACE_SUBJECT, data, stream=subjects.TRACE_STREAM, timeout=30.0,
-                           headers={"Nats-Msg-Id": request_id})
+                js.publish(subjects.TRACE_SUBJECT, data, timeout=30.0, headers={"Nats-Msg-Id": request_id})
                 for request_id, data in events[start:start + window]))
         return time.perf_counter() - started
     finally:

@@ -58,7 +58,15 @@ def render(result: dict[str, Any]) -> str:
             f"Python {m['python']}, aiohttp {m['aiohttp']}, uvloop {m['uvloop']}, msgspec {m['msgspec']}, "
             f"nats-server {m['nats_server']}. Routeur commit `{m['git_commit']}`"
             f"{' (uncommitted changes)' if m['git_dirty'] else ''}. Wall time {result['elapsed_s']:.0f} s.", ""]
-    out += [f"Method: open-loop load (constant arrival rate; each latency measured from the request's *scheduled* "
+    if up.get("chosen"):
+        out += _method(cfg, up)
+    else:
+        out += [f"Narrow run (`--only {cfg.get('only')}`): only the sections below were measured.", ""]
+    return _body(result, out)
+
+
+def _method(cfg: dict[str, Any], up: dict[str, Any]) -> list[str]:
+    return [f"Method: open-loop load (constant arrival rate; each latency measured from the request's *scheduled* "
             f"send time, so coordinated omission is corrected) from one aiohttp process pinned to CPU "
             f"{cfg['loadgen_cpu']}, keep-alive pool. Each rate is run against the upstream **directly** and "
             f"**through the proxy** in the same run; *added* = proxy pX − direct pX. Upstream: **{up['chosen']}** "
@@ -66,6 +74,9 @@ def render(result: dict[str, Any]) -> str:
             f"offered rate delivered and p99 ≤ {cfg['p99_bound_ms']:.0f} ms over {cfg['step_s']:.0f} s steps "
             f"(a failing step is run once more and counts as sustained if the second attempt passes).", ""]
 
+
+def _body(result: dict[str, Any], out: list[str]) -> str:
+    up = result["upstream"]
     others = result.get("interference") or {}
     if others.get("other_cores", 0) > 0.05:
         out += [f"**Warning: other processes on this machine used {others['other_cores']:.2f} cores on average "
@@ -77,18 +88,8 @@ def render(result: dict[str, Any]) -> str:
                   [[t["name"], t["measured"], t["target"], _status(t["met"])] for t in result["targets"]], "llll")
     out += [""]
 
-    out += ["## Added latency, non-streaming, upstream at 0 ms", ""]
-    rows = []
-    for entry in result["fixed"]:
-        direct, proxy = entry["direct"], entry["proxy"]
-        rows.append([rps(entry["rate"]), rps(proxy["achieved_rps"]), f"{_errors(direct)} / {_errors(proxy)}",
-                     _pcts(direct["latency"]), _pcts(proxy["latency"]), f"**{_pcts(entry['added'])}**",
-                     f"{ms(entry['ratio']['p50'])}× / {ms(entry['ratio']['p99'])}×", str(proxy["latency"]["n"])])
-    out += _table(["RPS", "Achieved", "Errors direct / proxy", "Direct p50/p90/p99/p99.9 ms",
-                   "Proxy p50/p90/p99/p99.9 ms", "Added p50/p90/p99/p99.9 ms", "Ratio p50 / p99", "n"], rows)
-    out += ["", "Added = proxy pX − direct pX of two runs; a negative value means the direct run had the worse "
-            "tail (noise, e.g. a stall of a neighbouring process), not that the proxy made calls faster.", ""]
-
+    if result["fixed"]:
+        out += _fixed(result)
     stopped = (result.get("tracer_stopped") or {}).get("fixed")
     if stopped:
         out += ["Diagnostic, same 300 RPS with the **tracer stopped** (traces wait in JetStream; shows the proxy "
@@ -109,7 +110,8 @@ def render(result: dict[str, Any]) -> str:
         out += _table(["RPS", "Errors direct / proxy", "Direct ms", "Proxy ms", "Added ms"], rows)
         out += [""]
 
-    out += ["## Streaming (SSE)", ""]
+    if result["streaming"]:
+        out += ["## Streaming (SSE)", ""]
     rows = []
     for entry in result["streaming"]:
         rows.append([entry["profile"], rps(entry["rate"]), f"{_errors(entry['direct'])} / {_errors(entry['proxy'])}",
@@ -117,11 +119,12 @@ def render(result: dict[str, Any]) -> str:
                      f"**{_pcts(entry['added_ttft'], ('p50', 'p99'))}**",
                      f"**{_pcts(entry['added_total'], ('p50', 'p99'))}**",
                      _pcts(entry["added_gap"], ("p50", "p99"))])
-    out += _table(["Upstream", "RPS", "Errors direct / proxy", "Direct TTFT p50/p99", "Proxy TTFT p50/p99",
-                   "Added TTFT p50/p99", "Added total p50/p99", "Added inter-chunk gap p50/p99"], rows, "llllllll")
-    out += ["", "TTFT = first body bytes; inter-chunk gap = (last − first event time) / (events − 1) per request.", ""]
+    if rows:
+        out += _table(["Upstream", "RPS", "Errors direct / proxy", "Direct TTFT p50/p99", "Proxy TTFT p50/p99",
+                       "Added TTFT p50/p99", "Added total p50/p99", "Added inter-chunk gap p50/p99"], rows, "llllllll")
+        out += ["", "TTFT = first body bytes; inter-chunk gap = (last − first event time) / (events − 1) per request.",
+                ""]
 
-    out += ["## Maximum sustainable rate", ""]
     rows = []
     for kind, label in (("non_stream", "non-streaming"), ("stream", "streaming"),
                         ("non_stream_tracer_stopped", "non-streaming, tracer stopped (diagnostic: traces wait in "
@@ -133,20 +136,53 @@ def render(result: dict[str, Any]) -> str:
         rows.append([label, f"**{rps(found['rps'])}**", steps])
     for name in ("emulator", "static"):
         found = up.get(name)
-        if found:
+        if found and found["steps"]:
             steps = ", ".join(f"{s['rate']:.0f}{'✓' if s['passed'] else '✗'}" for s in found["steps"])
             bound = " (load generator saturated: a lower bound)" if found.get("generator_bound") else ""
             cpu = found.get("cpu_ms_per_request")
             cost = f", {cpu:.3f} ms CPU/request" if cpu is not None else ""
             rows.append([f"upstream alone: {name}{cost}", f"{rps(found['rps'])}{bound}", steps])
-    out += _table(["Path", "Max RPS", "Rates tried (✓ sustained, ✗ not)"], rows, "lrl")
+    if rows:
+        out += ["## Maximum sustainable rate", ""]
+        out += _table(["Path", "Max RPS", "Rates tried (✓ sustained, ✗ not)"], rows, "lrl")
     at_max = result["max_sustainable"].get("non_stream", {}).get("at_max")
     if at_max:
         out += ["", f"At the non-streaming max ({rps(at_max['rate'])} RPS): added p50/p90/p99/p99.9 = "
                 f"{_pcts(at_max['added'])} ms, errors {_errors(at_max['proxy'])}."]
     out += [""]
 
-    out += ["## CPU per request (ms of CPU, /proc utime+stime, whole process trees)", ""]
+    if result["cpu"]:
+        out += _cpu(result)
+    ingest = result.get("ingest")
+    if ingest:
+        out += _ingest(ingest)
+    if result["fixed"] or result["max_sustainable"]:
+        out += _peers(result)
+    out += _profiles(result)
+    if result.get("not_measured"):
+        out += ["## Not measured yet", ""]
+        out += [f"- {item}" for item in result["not_measured"]]
+        out += [""]
+    return "\n".join(out)
+
+
+def _fixed(result: dict[str, Any]) -> list[str]:
+    out = ["## Added latency, non-streaming, upstream at 0 ms", ""]
+    rows = []
+    for entry in result["fixed"]:
+        direct, proxy = entry["direct"], entry["proxy"]
+        rows.append([rps(entry["rate"]), rps(proxy["achieved_rps"]), f"{_errors(direct)} / {_errors(proxy)}",
+                     _pcts(direct["latency"]), _pcts(proxy["latency"]), f"**{_pcts(entry['added'])}**",
+                     f"{ms(entry['ratio']['p50'])}× / {ms(entry['ratio']['p99'])}×", str(proxy["latency"]["n"])])
+    out += _table(["RPS", "Achieved", "Errors direct / proxy", "Direct p50/p90/p99/p99.9 ms",
+                   "Proxy p50/p90/p99/p99.9 ms", "Added p50/p90/p99/p99.9 ms", "Ratio p50 / p99", "n"], rows)
+    out += ["", "Added = proxy pX − direct pX of two runs; a negative value means the direct run had the worse "
+            "tail (noise, e.g. a stall of a neighbouring process), not that the proxy made calls faster.", ""]
+    return out
+
+
+def _cpu(result: dict[str, Any]) -> list[str]:
+    out = ["## CPU per request (ms of CPU, /proc utime+stime, whole process trees)", ""]
     names: list[str] = []
     for block in result["cpu"].values():
         names += [n for n in block["per_process_ms"] if n not in names]
@@ -168,16 +204,29 @@ def render(result: dict[str, Any]) -> str:
                 f"({'the tracer kept up' if complete else '**the tracer fell behind**'}): " + "; ".join(lag) + ".", ""]
     if result.get("restarts"):
         out += [f"**Services restarted by the supervisor during the run:** {result['restarts']}.", ""]
+    return out
 
-    ingest = result.get("ingest")
-    if ingest:
-        out += ["## Tracer ingest", ""]
-        out += [f"{ingest['n']:,} TraceEvents published to JetStream ({ingest['publish_rate']:,.0f}/s with acks), "
-                f"{ingest['method']}: **{ingest['rate']:,.0f} traces/s**{'' if ingest['exact'] else ' (lower bound)'}"
-                f" stored in ClickHouse; tracer CPU {ms(ingest.get('tracer_cpu_us_per_trace'), 1)} µs/trace, "
-                f"nats-server {ms(ingest.get('nats_cpu_us_per_trace'), 1)} µs/trace.", ""]
 
-    out += ["## Peers (quoted, not measured here)", ""]
+def _ingest(ingest: dict[str, Any]) -> list[str]:
+    out = ["## Tracer ingest", ""]
+    runs = ingest.get("runs") or []
+    which = f"the median of {len(runs)} runs: " if len(runs) > 1 else ""
+    bound = "" if ingest["exact"] else " (lower bound)"
+    out += [f"{ingest['n']:,} TraceEvents published to JetStream ({ingest['publish_rate']:,.0f}/s with acks), "
+            f"{ingest['method']}: {which}**{ingest['rate']:,.0f} traces/s**{bound}"
+            f" stored in ClickHouse; tracer CPU {ms(ingest.get('tracer_cpu_us_per_trace'), 1)} µs/trace, "
+            f"nats-server {ms(ingest.get('nats_cpu_us_per_trace'), 1)} µs/trace.", ""]
+    if len(runs) > 1:
+        out += _table(["Run", "Traces/s", "Tracer CPU µs/trace", "nats-server CPU µs/trace"],
+                      [[str(i + 1), f"{r['rate']:,.0f}{'' if r['exact'] else ' (lower bound)'}",
+                        ms(r["tracer_cpu_us_per_trace"], 1), ms(r["nats_cpu_us_per_trace"], 1)]
+                       for i, r in enumerate(runs)], "rrrr")
+        out += [""]
+    return out
+
+
+def _peers(result: dict[str, Any]) -> list[str]:
+    out = ["## Peers (quoted, not measured here)", ""]
     by_rate = {e["rate"]: e for e in result["fixed"]}
     rows = []
     for rate, (p50, p99) in LITELLM_ADDED_MS.items():
@@ -192,7 +241,11 @@ def render(result: dict[str, Any]) -> str:
     rows.append(["CPU ms / request", ms(cpu_target["routeur_total_ms"], 2) if cpu_target else "–", LITELLM_CPU_MS])
     out += _table(["", "Routeur (measured here)", f"{LITELLM_NAME} (quoted: {LITELLM_SOURCE})"], rows, "lrr")
     out += ["", TENSORZERO + ".", ""]
+    return out
 
+
+def _profiles(result: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     for name, prof in (result.get("profiles") or {}).items():
         out += [f"## Profile: {name} ({prof['why']})", ""]
         if prof.get("error"):
@@ -214,9 +267,4 @@ def render(result: dict[str, Any]) -> str:
         out += ["", "Own time by package:", ""]
         out += _table(["Package", "Share"], rows, "lr")
         out += [""]
-
-    if result.get("not_measured"):
-        out += ["## Not measured yet", ""]
-        out += [f"- {item}" for item in result["not_measured"]]
-        out += [""]
-    return "\n".join(out)
+    return out

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from catalog import pricing
@@ -15,7 +18,7 @@ from catalog.schema import Model, Route
 from proto import codec, subjects
 from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, Settle, SettleReply
 from services.common.logs import get_logger
-from services.common.retry_queue import RetryQueue
+from services.common.retry_queue import SEND_TICK_S, RetryQueue
 from services.proxy.errors import ProxyError, ServiceUnavailable
 
 log = get_logger()
@@ -56,7 +59,11 @@ class BillingClient:
         self._fail_open_s = fail_open_s
         self._last_answer = float("-inf")
         self._auth_cache: dict[str, tuple[float, AuthReply]] = {}
-        self._settles: RetryQueue[Settle] = RetryQueue(self._send, name="billing-settler")
+        self._settles: RetryQueue[Settle] = RetryQueue(send_batch=self._send, name="billing-settler",
+                                                       linger_s=SEND_TICK_S)
+        self._replies: dict[str, asyncio.Future[bytes | None]] = {}  # settlement replies by inbox token
+        self._inbox: str | None = None
+        self._sent = 0
 
     async def _ask(self, subject: str, message: Any) -> bytes:
         try:
@@ -125,15 +132,53 @@ class BillingClient:
     def start(self) -> None:
         self._settles.start()
 
-    async def _send(self, settle: Settle) -> bool:
+    async def _send(self, settles: list[Settle]) -> list[bool]:
+        """Send a batch of settlements back to back (one socket write) and wait for their replies together;
+        True for each one billing stored (or refused for good)."""
+        if self._inbox is None:
+            inbox = self._nc.new_inbox()
+            await self._nc.subscribe(f"{inbox}.*", cb=self._on_reply)
+            self._inbox = inbox
+        loop = asyncio.get_running_loop()
+        waiting: list[tuple[str, asyncio.Future[bytes | None]]] = []
+        for settle in settles:
+            self._sent += 1
+            token = str(self._sent)
+            reply: asyncio.Future[bytes | None] = loop.create_future()
+            self._replies[token] = reply
+            waiting.append((token, reply))
+            try:
+                await self._nc.publish(subjects.BILLING_SETTLE, codec.encode(settle), reply=f"{self._inbox}.{token}")
+            except Exception as exc:  # disconnected with a full buffer: it stays queued
+                log.warning("settle_not_sent", error=type(exc).__name__)
+                reply.set_result(None)
+        await asyncio.wait([reply for _, reply in waiting], timeout=self._timeout)
+        results = []
+        for settle, (token, reply) in zip(settles, waiting, strict=True):
+            del self._replies[token]
+            results.append(self._settled(settle, reply.result() if reply.done() else None))
+            reply.cancel()
+        return results
+
+    def _settled(self, settle: Settle, data: bytes | None) -> bool:
+        if data is None:  # no answer in time, or nobody listening
+            return False
+        self._last_answer = time.monotonic()
         try:
-            reply = codec.decode(await self._ask(subjects.BILLING_SETTLE, settle), SettleReply)
-        except ServiceUnavailable:
+            reply = codec.decode(data, SettleReply)
+        except msgspec.DecodeError:
+            log.error("settle_reply_undecodable", request_id=settle.request_id)
             return False
         if not reply.ok and not reply.retryable:
             log.error("settle_rejected", request_id=settle.request_id, code=reply.code)
             return True
         return reply.ok
+
+    async def _on_reply(self, msg: Msg) -> None:
+        reply = self._replies.get(msg.subject.rpartition(".")[2])
+        if reply is not None and not reply.done():
+            # a status message instead of an answer: 503, nobody subscribes to BILLING_SETTLE
+            reply.set_result(None if msg.headers and "Status" in msg.headers and not msg.data else msg.data)
 
     async def close(self, timeout: float) -> None:
         """Deliver queued settlements (up to `timeout` seconds), then stop."""

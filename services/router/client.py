@@ -17,6 +17,7 @@ from catalog.schema import Catalog
 from proto import codec, subjects
 from proto.routing import CLOSED, HALF_OPEN, OPEN, AttemptReport, HealthSnapshot, RouteHealth
 from services.common.logs import get_logger
+from services.common.retry_queue import SEND_TICK_S, until_tick
 from services.router import policy
 from services.router.policy import CatalogIndex, Decision
 from services.router.rules import EMPTY, CompiledRules, RequestFacts, parse_tags, request_facts
@@ -53,7 +54,8 @@ class RoutingView:
         self._heard_wall = 0.0
         self._probes: dict[str, tuple[float, float]] = {}  # route -> (open period id, probe sent at)
         self._sub: Subscription | None = None
-        self._reporting: set[asyncio.Task[None]] = set()
+        self._outbox: list[bytes] = []  # encoded reports waiting for the next send
+        self._sending: asyncio.Task[None] | None = None
         self.reports_dropped = 0
 
     async def start(self) -> None:
@@ -66,12 +68,15 @@ class RoutingView:
         self._receive(data, "kv")
 
     async def stop(self) -> None:
-        """Unsubscribe and let reports in flight reach the connection's buffer (call before nc.drain())."""
+        """Unsubscribe and hand queued reports to the connection's buffer (call before nc.drain())."""
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
-        if self._reporting:
-            await asyncio.gather(*self._reporting, return_exceptions=True)
+        if self._sending is not None:
+            self._sending.cancel()
+            await asyncio.gather(self._sending, return_exceptions=True)
+            self._sending = None
+        await self._send_outbox()
 
     @property
     def snapshot(self) -> HealthSnapshot | None:
@@ -106,8 +111,19 @@ class RoutingView:
             self._probes.pop(first.key, None)
 
     async def report(self, attempt: AttemptReport) -> None:
-        """Publish one attempt's outcome to the router (core NATS, buffered, no acknowledgement); never raises.
+        """Publish one attempt's outcome to the router now (core NATS, no acknowledgement); never raises.
         `timestamp_ms` (the attempt's start) is filled in from `latency_ms` when left at 0."""
+        await self._publish(self._prepare(attempt))
+
+    def report_nowait(self, attempt: AttemptReport) -> None:
+        """`report` from synchronous code (e.g. where the proxy appends a trace Attempt): queued and published
+        with the other reports (and the proxy's other background messages) at the next `SEND_TICK_S` tick."""
+        self._outbox.append(self._prepare(attempt))
+        if self._sending is None:
+            self._sending = asyncio.get_running_loop().create_task(self._send_soon(), name="attempt-reports")
+
+    def _prepare(self, attempt: AttemptReport) -> bytes:
+        """Claim the half-open probe the attempt was (local bookkeeping), stamp its start, encode it."""
         key = attempt.route
         health = self._health.get(key)
         now = self._clock()
@@ -115,18 +131,27 @@ class RoutingView:
             self._probes.setdefault(key, (self._period(key), now))
         if not attempt.timestamp_ms:
             attempt = msgspec.structs.replace(attempt, timestamp_ms=int(self._wall() * 1000 - attempt.latency_ms))
+        return codec.encode(attempt)
+
+    async def _send_soon(self) -> None:
+        try:  # on the same ticks as the proxy's other background senders: one socket write for all of them
+            await asyncio.sleep(until_tick(SEND_TICK_S, asyncio.get_running_loop().time()))
+        finally:
+            self._sending = None
+        await self._send_outbox()
+
+    async def _send_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for data in outbox:
+            await self._publish(data)
+
+    async def _publish(self, data: bytes) -> None:
         try:
-            await self._nc.publish(subjects.ROUTER_ATTEMPTS, codec.encode(attempt))
+            await self._nc.publish(subjects.ROUTER_ATTEMPTS, data)
         except Exception as exc:  # disconnected with a full buffer, closed connection: health is best effort
             self.reports_dropped += 1
             if self.reports_dropped in (1, 10, 100, 1000) or self.reports_dropped % 10_000 == 0:
                 log.warning("attempt_report_dropped", error=type(exc).__name__, dropped=self.reports_dropped)
-
-    def report_nowait(self, attempt: AttemptReport) -> None:
-        """`report` from synchronous code (e.g. where the proxy appends a trace Attempt): runs as a task."""
-        task = asyncio.get_running_loop().create_task(self.report(attempt))
-        self._reporting.add(task)
-        task.add_done_callback(self._reporting.discard)
 
     def status(self) -> dict[str, object]:
         """Readiness detail: `router` is `live`, `stale since <time>` or `no snapshot yet`. No booleans, so

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from proto.trace import Attempt, LogsQuery, TraceEvent
@@ -21,49 +22,31 @@ SELECT_LIST = ", ".join(COLUMNS)
 MAX_PAGE = 500
 
 
-def to_row(event: TraceEvent) -> list[Any]:
-    """One insertable row in COLUMNS order. `payload_url` is never stored."""
-    return [
-        event.request_id,
-        datetime.fromtimestamp(event.timestamp_ms / 1000, UTC),
-        event.organization_id,
-        event.api_key_id,
-        event.endpoint,
-        event.requested_model,
-        event.model,
-        event.provider,
-        event.upstream_model,
-        event.route_reason,
-        event.route or "",
-        event.fallback,
-        [(a.provider, a.upstream_model, a.status_code, a.latency_ms, a.error_type) for a in event.attempts],
-        event.status_code,
-        event.stream,
-        event.latency_ms,
-        event.upstream_latency_ms,
-        event.ttft_ms,
-        event.prompt_tokens,
-        event.completion_tokens,
-        event.total_tokens,
-        event.cached_tokens,
-        event.reasoning_tokens,
-        event.cost_usd,
-        event.error_type,
-        event.error_code,
-        event.redactions,
-        event.usage_estimated,
-    ]
+# The TraceEvent attribute behind each column; `ts` is written as its DateTime64(3) ticks (Unix milliseconds).
+_GETTERS = tuple(attrgetter("timestamp_ms" if column == "ts" else column) for column in COLUMNS)
+_ROUTE = COLUMNS.index("route")
+_ATTEMPTS = COLUMNS.index("attempts")
+_ATTEMPT = attrgetter("provider", "upstream_model", "status_code", "latency_ms", "error_type")  # the Tuple's order
 
 
-def unique_rows(events: Iterable[TraceEvent]) -> list[list[Any]]:
-    """Rows for a batch with repeated request ids dropped (the table dedups across batches)."""
+def unique(events: Iterable[TraceEvent]) -> list[TraceEvent]:
+    """A batch's events with repeated request ids dropped, the first kept (the table dedups across batches)."""
     seen: set[str] = set()
-    rows = []
+    out = []
     for event in events:
         if event.request_id not in seen:
             seen.add(event.request_id)
-            rows.append(to_row(event))
-    return rows
+            out.append(event)
+    return out
+
+
+def to_columns(events: Sequence[TraceEvent]) -> list[list[Any]]:
+    """Column-oriented insert data, one list per column in COLUMNS order: `ts` as Unix milliseconds, `route`
+    None as "", attempts as tuples. `payload_url` is never stored."""
+    columns = [list(map(getter, events)) for getter in _GETTERS]
+    columns[_ROUTE] = [route or "" for route in columns[_ROUTE]]
+    columns[_ATTEMPTS] = [list(map(_ATTEMPT, attempts)) for attempts in columns[_ATTEMPTS]]
+    return columns
 
 
 def from_row(row: Sequence[Any]) -> TraceEvent:

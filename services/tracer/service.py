@@ -11,9 +11,9 @@ import msgspec
 from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from proto import codec, subjects
 from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply, UsageQuery, UsageReply
@@ -21,11 +21,15 @@ from services.common.health import add_health_routes
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
 from services.tracer import rows, usage
+from services.tracer.batching import FlushPolicy, ack_counts
 from services.tracer.metrics import TracerMetrics
+from services.tracer.pull import Puller
 from services.tracer.settings import Settings
 from services.tracer.store import TraceStore
 
 log = get_logger()
+_TRACE = msgspec.json.Decoder(TraceEvent)
+_STOP_CHECK_S = 0.5  # how often an idle consumer looks at the stop flag
 
 
 class Tracer:
@@ -40,6 +44,7 @@ class Tracer:
         self._consumer: asyncio.Task[None] | None = None
         self._subs: list[Any] = []
         self.inserted = 0
+        self._replaying = False  # a consumer we just created replays the stream: some of it may be stored
         self.last_insert_error: str | None = None
         self.metrics = TracerMetrics()
 
@@ -58,51 +63,83 @@ class Tracer:
             await sub.unsubscribe()
 
     async def _consume(self) -> None:
-        sub = await self._js.pull_subscribe(
-            subjects.TRACE_SUBJECT,
-            durable=subjects.TRACE_CONSUMER,
-            stream=subjects.TRACE_STREAM,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                                  ack_wait=60, max_ack_pending=50_000),
-        )
+        policy = FlushPolicy(self._settings.batch_size, self._settings.flush_interval_s)
+        await self._ensure_consumer()
+        puller = Puller(self._nc, stream=subjects.TRACE_STREAM, consumer=subjects.TRACE_CONSUMER,
+                        limit=policy.buffer_limit, ensure_consumer=self._ensure_consumer)
+        await puller.start()
         try:
             while not self._stopping.is_set():
-                try:
-                    msgs = await sub.fetch(self._settings.batch_size, timeout=self._settings.flush_interval_s)
-                except (TimeoutError, NatsTimeout):
-                    self.metrics.lag.set(0)
-                    continue
-                except Exception as exc:  # NATS reconnecting: keep the loop alive, retry shortly
-                    log.warning("trace_fetch_failed", error=type(exc).__name__)
-                    await asyncio.sleep(0.5)
-                    continue
-                if not msgs:
-                    continue
-                self.metrics.lag.set(msgs[-1].metadata.num_pending or 0)
-                try:
-                    await self._write(msgs)
-                except Exception:  # never let one batch kill the consumer; unacked messages come back
-                    log.exception("trace_batch_failed", batch=len(msgs))
-                    await asyncio.sleep(1.0)
+                await self._until_due(puller, policy)
+                if puller.buffered:
+                    await self._write_batch(puller.take(policy.max_rows))
         finally:
-            await sub.unsubscribe()
+            await puller.stop()
+            while puller.buffered:  # delivered while we stopped: store and ack them rather than wait for redelivery
+                await self._write_batch(puller.take(policy.max_rows))
+
+    async def _ensure_consumer(self) -> None:
+        """Create the durable consumer unless it exists (an existing one keeps its configuration)."""
+        while not self._stopping.is_set():
+            try:
+                await self._js.consumer_info(subjects.TRACE_STREAM, subjects.TRACE_CONSUMER)
+                return
+            except NotFoundError:
+                config = ConsumerConfig(durable_name=subjects.TRACE_CONSUMER, name=subjects.TRACE_CONSUMER,
+                                        filter_subject=subjects.TRACE_SUBJECT, ack_policy=AckPolicy.EXPLICIT,
+                                        deliver_policy=DeliverPolicy.ALL, ack_wait=60, max_ack_pending=50_000)
+                await self._js.add_consumer(subjects.TRACE_STREAM, config=config)
+                # Its first deliveries include whatever a lost consumer had already stored: check them all
+                # against the table, as redeliveries, until it has caught up with the stream.
+                self._replaying = True
+                return
+            except Exception as exc:  # NATS reconnecting at start: keep trying
+                log.warning("trace_consumer_unavailable", error=type(exc).__name__)
+                await asyncio.sleep(0.5)
+
+    async def _until_due(self, puller: Puller, policy: FlushPolicy) -> None:
+        """Wait until the buffered messages make a batch (FlushPolicy) or the tracer stops."""
+        while not self._stopping.is_set():
+            age = puller.oldest_age_s()
+            if policy.due(puller.buffered, age):
+                return
+            if not puller.buffered:
+                self.metrics.lag.set(0)
+                await puller.wait(1, _STOP_CHECK_S)
+            else:
+                await puller.wait(policy.max_rows, min(policy.wait_s(age), _STOP_CHECK_S))
+
+    async def _write_batch(self, msgs: list[Msg]) -> None:
+        try:
+            await self._write(msgs)
+        except Exception:  # never let one batch kill the consumer; unacked messages come back
+            log.exception("trace_batch_failed", batch=len(msgs))
+            await asyncio.sleep(1.0)
 
     async def _write(self, msgs: list[Msg]) -> None:
+        """Decode, insert, then ack: a message is acknowledged only once its row is stored."""
         events: list[TraceEvent] = []
         good: list[Msg] = []
+        redelivered = False
         for msg in msgs:
             try:
-                events.append(codec.decode(msg.data, TraceEvent))
-                good.append(msg)
-            except msgspec.DecodeError:
+                events.append(_TRACE.decode(msg.data))
+            except msgspec.DecodeError:  # ValidationError included
                 log.error("trace_message_undecodable", size=len(msg.data))
                 self.metrics.undecodable.inc()
                 await msg.term()
+                continue
+            good.append(msg)
+            if not redelivered:
+                redelivered = _delivered(msg) > 1
         if not events:
             return
+        pending = _pending(msgs[-1])
+        self.metrics.lag.set(pending)
+        redelivered = redelivered or self._replaying
         started = time.perf_counter()
         try:
-            await self.store_events(events, redelivered={m.metadata.num_delivered or 1 for m in good} != {1})
+            await self.store_events(events, redelivered=redelivered)
         except Exception as exc:  # ClickHouse down: leave the batch unacked, retry after a pause
             self.last_insert_error = type(exc).__name__
             self.metrics.failed_inserts.inc()
@@ -112,13 +149,19 @@ class Tracer:
             await asyncio.sleep(1.0)
             return
         self.last_insert_error = None
+        if pending == 0:
+            self._replaying = False
         self.metrics.insert_latency.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(events))
-        for msg in good:
-            await msg.ack()
+        await self._ack(good)
         self.inserted += len(events)
         self.metrics.inserted.inc(len(events))
         log.debug("trace_batch_inserted", batch=len(events), ms=round((time.perf_counter() - started) * 1000, 2))
+
+    async def _ack(self, msgs: list[Msg]) -> None:
+        """Acknowledge stored messages (one small publish each, written to the socket together)."""
+        for msg in msgs:
+            await msg.ack()
 
     async def store_events(self, events: list[TraceEvent], *, redelivered: bool) -> int:
         """Insert a batch exactly once into `traces` and the rollups; returns the rows inserted.
@@ -127,13 +170,13 @@ class Tracer:
         deduplication token = hash of its request ids); when the batch holds redelivered messages,
         request ids already stored are dropped first (a redelivery can land in a different batch).
         """
-        batch = rows.unique_rows(events)
+        batch = rows.unique(events)
         if redelivered and batch:
-            stored = await self._store.existing_ids([(row[2], round(row[1].timestamp() * 1000), row[0])
-                                                     for row in batch])
-            batch = [row for row in batch if row[0] not in stored]
+            stored = await self._store.existing_ids([(e.organization_id, e.timestamp_ms, e.request_id)
+                                                     for e in batch])
+            batch = [e for e in batch if e.request_id not in stored]
         if batch:
-            await self._store.insert(batch, dedup_token=rows.dedup_token(row[0] for row in batch))
+            await self._store.insert(rows.to_columns(batch), dedup_token=rows.dedup_token(e.request_id for e in batch))
         return len(batch)
 
     async def get(self, query: TraceQuery) -> TraceEvent | None:
@@ -227,6 +270,20 @@ def make_app(settings: Settings, tracer: Tracer, store: TraceStore, nc: Client) 
     add_metrics_route(app, tracer.metrics.registry)
     app.router.add_post("/v1/sql", sql)
     return app
+
+
+def _delivered(msg: Msg) -> int:
+    try:
+        return ack_counts(msg.reply)[0]
+    except ValueError:  # not a JetStream delivery: treat it as a redelivery, the careful path
+        return 2
+
+
+def _pending(msg: Msg) -> int:
+    try:
+        return ack_counts(msg.reply)[1]
+    except ValueError:
+        return 0
 
 
 def _error(status: int, message: str, kind: str, code: str) -> web.Response:

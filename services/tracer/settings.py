@@ -30,8 +30,9 @@ def load(environ: Mapping[str, str]) -> Settings:
         host=env_str(environ, "TRACER_HOST", "127.0.0.1"),
         port=env_int(environ, "TRACER_PORT", 8083),
         admin_token=env_secret(environ, "ROUTEUR_ADMIN_TOKEN"),
-        batch_size=env_int(environ, "TRACER_BATCH_SIZE", 1000),
-        flush_interval_s=env_float(environ, "TRACER_FLUSH_INTERVAL_S", 0.2),
+        # Insert when this many traces wait or the oldest has waited this long: ClickHouse pays per insert.
+        batch_size=env_int(environ, "TRACER_BATCH_SIZE", 10_000),
+        flush_interval_s=env_float(environ, "TRACER_FLUSH_INTERVAL_S", 1.0),
         ttl_days=env_int(environ, "TRACE_TTL_DAYS", 90),
         log_level=env_str(environ, "LOG_LEVEL", "INFO"),
     )

@@ -21,6 +21,7 @@ class TraceStore:
         self._url = url
         self._client: Client | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._types: list[str] | None = None  # `traces` column types in rows.COLUMNS order, read once
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -46,13 +47,21 @@ class TraceStore:
                 client.insert("schema_migrations", [[version]], column_names=["version"])
         client.command(schema.ttl_statement(ttl_days))
 
-    async def insert(self, batch: list[list[Any]], *, dedup_token: str | None = None) -> None:
-        """Insert one block; a retry with the same `dedup_token` is dropped, rollups included."""
+    async def insert(self, columns: list[list[Any]], *, dedup_token: str | None = None) -> None:
+        """Insert one block given column by column (rows.to_columns); a retry with the same `dedup_token`
+        is dropped, rollups included."""
         settings: dict[str, Any] = {"deduplicate_blocks_in_dependent_materialized_views": 1}
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
-        await self._run(lambda: self._connect().insert("traces", batch, column_names=list(rows.COLUMNS),
-                                                       settings=settings))
+        await self._run(self._insert, columns, settings)
+
+    def _insert(self, columns: list[list[Any]], settings: dict[str, Any]) -> None:
+        client = self._connect()
+        if self._types is None:  # known types spare the client a DESCRIBE TABLE before every insert
+            described = {row[0]: row[1] for row in client.query("DESCRIBE TABLE traces").result_rows}
+            self._types = [described[name] for name in rows.COLUMNS]
+        client.insert("traces", columns, column_names=list(rows.COLUMNS), column_type_names=self._types,
+                      column_oriented=True, settings=settings)
 
     async def existing_ids(self, keys: list[tuple[str, int, str]]) -> set[str]:
         """Which of these (organization_id, timestamp_ms, request_id) are already stored.

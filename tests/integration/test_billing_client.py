@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from launcher import procs
 from launcher.nats import NatsServer
 from proto import codec, subjects
-from proto.billing import AdmitRequest, AuthReply
+from proto.billing import AdmitRequest, AuthReply, Settle, SettleReply
 from services.proxy.billing_client import BillingClient
 from services.proxy.errors import ServiceUnavailable
 
@@ -67,3 +67,38 @@ async def test_grace_expires_and_unknown_keys_never_fail_open(nc: Client) -> Non
     await asyncio.sleep(0.6)
     with pytest.raises(ServiceUnavailable):
         await client.admit(_admit())
+
+
+async def test_settlements_are_retried_until_billing_confirms_each(nc: Client) -> None:
+    answers: dict[str, int] = {}
+
+    async def settle(msg: Msg) -> None:  # refuses each settlement once (retryable), then stores it
+        request = codec.decode(msg.data, Settle)
+        answers[request.request_id] = answers.get(request.request_id, 0) + 1
+        ok = answers[request.request_id] > 1
+        await msg.respond(codec.encode(SettleReply(ok=ok, retryable=not ok, code=None if ok else "ledger_busy")))
+
+    await nc.subscribe(subjects.BILLING_SETTLE, cb=settle)
+    client = BillingClient(nc, timeout_s=1.0)
+    client.start()
+    for i in range(30):
+        client.settle(Settle(request_id=f"r{i}", api_key_id="key_1", organization_id="org_1",
+                             cost_usd=Decimal("0.001")))
+    await client.close(10.0)
+    assert answers == {f"r{i}": 2 for i in range(30)} and client.backlog == 0
+
+
+async def test_settlements_wait_while_nobody_answers(nc: Client) -> None:
+    client = BillingClient(nc, timeout_s=0.3)
+    client.start()
+    client.settle(Settle(request_id="r1", api_key_id="key_1", organization_id="org_1", cost_usd=Decimal("0.5")))
+    await asyncio.sleep(0.5)  # billing is down: the first sends find no responder and the settlement is kept
+    stored: list[str] = []
+
+    async def settle(msg: Msg) -> None:
+        stored.append(codec.decode(msg.data, Settle).request_id)
+        await msg.respond(codec.encode(SettleReply(ok=True)))
+
+    await nc.subscribe(subjects.BILLING_SETTLE, cb=settle)
+    await client.close(10.0)
+    assert stored == ["r1"] and client.backlog == 0

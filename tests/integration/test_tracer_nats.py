@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from launcher import procs
 from launcher.nats import NatsServer
@@ -25,25 +28,60 @@ from services.tracer.store import TraceStore
 NOW = int(time.time() * 1000)
 
 
+def _settings(url: str, *, batch_size: int = 100, flush_interval_s: float = 0.05) -> Settings:
+    return Settings(nats_url=url, stream_replicas=1, clickhouse_url="", host="127.0.0.1", port=0,
+                    admin_token=Secret("t"), batch_size=batch_size, flush_interval_s=flush_interval_s, ttl_days=90,
+                    log_level="INFO")
+
+
+class Bus:
+    """A nats-server with the trace stream, a connection and a chdb store in a temp dir."""
+
+    def __init__(self, server: NatsServer, nc: Client, store: TraceStore) -> None:
+        self.server, self.nc, self.store = server, nc, store
+        self.js = nc.jetstream()
+
+    async def publish(self, event: TraceEvent) -> None:
+        await self.js.publish(subjects.TRACE_SUBJECT, codec.encode(event), headers={"Nats-Msg-Id": event.request_id})
+
+    async def count(self, table: str = "traces FINAL") -> int:
+        return int((await self.store.select(f"SELECT count() FROM {table}", {}))[1][0][0])
+
+    async def rolled_up(self) -> int:
+        return int((await self.store.select("SELECT sum(requests) FROM usage_minute", {}))[1][0][0])
+
+    async def unacked(self) -> int:
+        info = await self.js.consumer_info(subjects.TRACE_STREAM, subjects.TRACE_CONSUMER)
+        return int(info.num_ack_pending or 0) + int(info.num_pending or 0)
+
+
 @pytest.fixture
-async def tracer(tmp_path: Path) -> AsyncIterator[tuple[Client, Tracer]]:
+async def bus_(tmp_path: Path) -> AsyncIterator[Bus]:
     server = NatsServer(tmp_path / "nats", port=procs.free_port(), log_path=tmp_path / "nats.log")
     server.start()
     nc = await nats.connect(server.url)
-    js = nc.jetstream()
-    await bus.ensure_streams(js, (subjects.TRACE_STREAM,))
+    await bus.ensure_streams(nc.jetstream(), (subjects.TRACE_STREAM,))
     store = TraceStore(f"chdb:///{tmp_path / 'clickhouse'}")
     await store.open(ttl_days=90)
-    settings = Settings(nats_url=server.url, stream_replicas=1, clickhouse_url="", host="127.0.0.1", port=0,
-                        admin_token=Secret("t"), batch_size=100, flush_interval_s=0.05, ttl_days=90,
-                        log_level="INFO")
-    running = Tracer(settings, nc, js, store)
-    await running.start()
-    yield nc, running
-    await running.stop()
+    yield Bus(server, nc, store)
     await nc.close()
     await store.close()
     server.stop()
+
+
+@pytest.fixture
+async def tracer(bus_: Bus) -> AsyncIterator[tuple[Client, Tracer]]:
+    running = Tracer(_settings(bus_.server.url), bus_.nc, bus_.js, bus_.store)
+    await running.start()
+    yield bus_.nc, running
+    await running.stop()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
 
 
 def _event(i: int, org: str) -> TraceEvent:
@@ -89,3 +127,87 @@ async def test_usage_and_logs_over_nats(tracer: tuple[Client, Tracer]) -> None:
     assert codec.decode(raw.data, UsageReply).error.startswith("bad query")  # type: ignore[union-attr]
     bad_logs = await ask(subjects.TRACER_LOGS, LogsQuery(cursor="' OR 1=1 --"), LogsReply)
     assert isinstance(bad_logs, LogsReply) and bad_logs.error is not None and "cursor" in bad_logs.error
+
+
+class CrashesBeforeAck(Tracer):
+    """Stores its batches but dies before acknowledging them: the worst moment for a crash."""
+
+    async def _ack(self, msgs: list[Msg]) -> None:
+        return None
+
+
+async def test_a_crash_between_insert_and_ack_neither_loses_nor_doubles_a_trace(bus_: Bus) -> None:
+    # the consumer as the tracer creates it, but with a 1 s ack wait so that redelivery comes quickly
+    await bus_.js.add_consumer(subjects.TRACE_STREAM, config=ConsumerConfig(
+        durable_name=subjects.TRACE_CONSUMER, name=subjects.TRACE_CONSUMER, filter_subject=subjects.TRACE_SUBJECT,
+        ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=1, max_ack_pending=50_000))
+    for i in range(250):
+        await bus_.publish(_event(i, "org_a"))
+    crashing = CrashesBeforeAck(_settings(bus_.server.url, batch_size=100), bus_.nc, bus_.js, bus_.store)
+    await crashing.start()
+    await _until(lambda: _at_least(crashing, 250))
+    await crashing.stop()
+    assert await bus_.unacked() == 250  # stored, never acknowledged: JetStream delivers them again
+    # the replacement gets them as redeliveries, regrouped in other batches, and more traces besides
+    for i in range(250, 300):
+        await bus_.publish(_event(i, "org_a"))
+    replacement = Tracer(_settings(bus_.server.url, batch_size=70), bus_.nc, bus_.js, bus_.store)
+    await replacement.start()
+
+    async def all_acked() -> bool:
+        return await bus_.unacked() == 0
+
+    await _until(all_acked)
+    await replacement.stop()
+    assert await bus_.count() == 300
+    assert await bus_.count("traces") == 300  # not merely collapsed by FINAL: never inserted twice
+    assert await bus_.rolled_up() == 300  # so the usage rollups count each request once
+
+
+async def _at_least(tracer: Tracer, n: int) -> bool:
+    return tracer.inserted >= n
+
+
+async def test_stop_stores_and_acks_what_was_delivered(bus_: Bus) -> None:
+    for i in range(120):
+        await bus_.publish(_event(i, "org_a"))
+    await bus_.js.publish(subjects.TRACE_SUBJECT, b'{"request_id": 7}', headers={"Nats-Msg-Id": "garbage"})
+    # a batch that never fills and a flush interval that never comes: only stop() writes them
+    patient = Tracer(_settings(bus_.server.url, batch_size=10_000, flush_interval_s=3600), bus_.nc, bus_.js, bus_.store)
+    await patient.start()
+
+    async def delivered() -> bool:
+        try:
+            info = await bus_.js.consumer_info(subjects.TRACE_STREAM, subjects.TRACE_CONSUMER)
+        except NotFoundError:  # the tracer has not created it yet
+            return False
+        return info.num_pending == 0 and info.num_ack_pending == 121
+
+    await _until(delivered)
+    assert await bus_.count() == 0
+    await patient.stop()
+    assert patient.inserted == 120 and await bus_.count() == 120
+    assert await bus_.unacked() == 0  # the undecodable one is terminated, not left to be redelivered
+    assert patient.metrics.registry.get_sample_value("routeur_tracer_undecodable_total") == 1
+
+
+async def test_a_lost_consumer_is_created_again_and_its_replay_is_not_stored_twice(bus_: Bus) -> None:
+    running = Tracer(_settings(bus_.server.url), bus_.nc, bus_.js, bus_.store)
+    await running.start()
+    for i in range(150):
+        await bus_.publish(_event(i, "org_a"))
+    await _until(lambda: _at_least(running, 150))
+    # someone deletes the consumer: the tracer creates it again, and the new one delivers the whole stream
+    await bus_.js.delete_consumer(subjects.TRACE_STREAM, subjects.TRACE_CONSUMER)
+    for i in range(150, 200):
+        await bus_.publish(_event(i, "org_a"))
+
+    async def caught_up() -> bool:
+        try:
+            return await bus_.unacked() == 0 and await bus_.count() == 200
+        except NotFoundError:  # not created again yet
+            return False
+
+    await _until(caught_up)
+    await running.stop()
+    assert await bus_.count("traces") == 200 and await bus_.rolled_up() == 200

@@ -21,8 +21,9 @@ def test_upgrade_from_v1_backfills_the_rollup_once(tmp_path: Path) -> None:
     client.command(schema.MIGRATIONS[0][1])
     client.insert("schema_migrations", [[1]], column_names=["version"])
     old = [event(i) for i in range(50)]
-    client.insert("traces", rows.unique_rows(old), column_names=list(rows.COLUMNS))
-    client.insert("traces", rows.unique_rows(old[:5]), column_names=list(rows.COLUMNS))  # a pre-upgrade duplicate
+    client.insert("traces", rows.to_columns(old), column_names=list(rows.COLUMNS), column_oriented=True)
+    client.insert("traces", rows.to_columns(old[:5]), column_names=list(rows.COLUMNS),  # a pre-upgrade duplicate
+                  column_oriented=True)
     loop.run_until_complete(store.open(ttl_days=3650))
     loop.run_until_complete(store.open(ttl_days=3650))  # idempotent
     h = Harness(store, loop)

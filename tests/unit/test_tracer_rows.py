@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from proto.trace import Attempt, LogsQuery, TraceEvent
@@ -16,15 +17,26 @@ EVENT = TraceEvent(
     attempts=(Attempt("openai", "gpt-4o-mini", 200, 10.0),), payload_url="https://example/x?sig=1")
 
 
-def test_row_round_trip_drops_only_the_payload_url() -> None:
-    row = rows.to_row(EVENT)
-    assert len(row) == len(rows.COLUMNS) and "https://example/x?sig=1" not in map(str, row)
-    back = rows.from_row(row)
-    assert back == TraceEvent(**{**{f: getattr(EVENT, f) for f in EVENT.__struct_fields__}, "payload_url": None})
+def test_columns_round_trip_drops_only_the_payload_url() -> None:
+    other = TraceEvent(**{**{f: getattr(EVENT, f) for f in EVENT.__struct_fields__}, "request_id": "other",
+                          "route": None, "attempts": ()})
+    columns = rows.to_columns([EVENT, other])
+    assert len(columns) == len(rows.COLUMNS) and all(len(column) == 2 for column in columns)
+    assert "https://example/x?sig=1" not in map(str, (value for column in columns for value in column))
+    ts = rows.COLUMNS.index("ts")
+    assert columns[ts] == [EVENT.timestamp_ms, EVENT.timestamp_ms]  # DateTime64(3) ticks
+    assert columns[rows.COLUMNS.index("route")] == ["openai/gpt-4o-mini", ""]
+    assert columns[rows.COLUMNS.index("attempts")] == [[("openai", "gpt-4o-mini", 200, 10.0, None)], []]
+    # what SELECT gives back for the first row: ts as a datetime
+    row = [column[0] for column in columns]
+    row[ts] = datetime.fromtimestamp(EVENT.timestamp_ms / 1000, UTC)
+    assert rows.from_row(row) == TraceEvent(**{**{f: getattr(EVENT, f) for f in EVENT.__struct_fields__},
+                                               "payload_url": None})
 
 
-def test_batch_dedups_request_ids() -> None:
-    assert len(rows.unique_rows([EVENT, EVENT, EVENT])) == 1
+def test_batch_dedups_request_ids_keeping_the_first() -> None:
+    later = TraceEvent(**{**{f: getattr(EVENT, f) for f in EVENT.__struct_fields__}, "status_code": 500})
+    assert rows.unique([EVENT, later, EVENT]) == [EVENT]
 
 
 def test_logs_query_never_puts_user_values_in_sql() -> None:
