@@ -45,7 +45,7 @@ def money(value: Decimal, param: str, *, positive: bool = False, signed: bool = 
     """Check a USD amount: finite, at most 12 decimal places, within ±1e9; ≥ 0 (> 0 if `positive`)."""
     if not value.is_finite():
         raise errors.InvalidRequest(f"{param} must be a finite number", param=param)
-    if abs(value) > MAX_AMOUNT_USD:
+    if value.copy_abs() > MAX_AMOUNT_USD:  # copy_abs: no context rounding, so 1E+999999999 cannot overflow
         raise errors.InvalidRequest(f"{param} must be at most {MAX_AMOUNT_USD} USD", param=param)
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -MONEY_PLACES:

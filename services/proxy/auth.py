@@ -22,6 +22,16 @@ class Principal(msgspec.Struct, frozen=True):
 ADMIN = Principal(organization_id=None, api_key_id="admin")
 
 
+MAX_CREDENTIAL = 512
+
+
+def well_formed(credential: str) -> bool:
+    """Whether a presented key or token could be one: printable ASCII, at most MAX_CREDENTIAL characters.
+    Anything else (non-ASCII, control characters, undecodable header bytes) is refused before it is hashed,
+    sent to billing or compared."""
+    return 0 < len(credential) <= MAX_CREDENTIAL and credential.isascii() and credential.isprintable()
+
+
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
@@ -42,7 +52,10 @@ class KeyRing:
         """The principal for an `Authorization: Bearer …` header, or None."""
         if not authorization or not authorization.startswith("Bearer "):
             return None
-        digest = _digest(authorization[7:].strip())
+        credential = authorization[7:].strip()
+        if not well_formed(credential):
+            return None
+        digest = _digest(credential)
         if allow_admin and self._admin_digest is not None and hmac.compare_digest(digest, self._admin_digest):
             return ADMIN
         return self._by_digest.get(digest)

@@ -21,29 +21,43 @@ from services.proxy.errors import InvalidRequest
 from services.proxy.providers import Target
 
 ENDPOINT = "/v1/embeddings"
+MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 _decoder = msgspec.json.Decoder()
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     """Decode and validate an embeddings request; raises InvalidRequest naming the field."""
-    try:
-        body = _decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    body = wire.decode_json(raw)
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
-    value = body.get("input")
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not texts or not all(isinstance(t, str | int) for t in texts):
-        raise InvalidRequest("'input' must be a string or a non-empty array of strings or tokens", param="input")
+    if not _valid_input(body.get("input")):
+        raise InvalidRequest("'input' must be a non-empty string, or a non-empty array of non-empty strings, of "
+                             f"token ids or of token-id arrays (at most {MAX_INPUTS} items)", param="input")
     if body.get("encoding_format", "float") not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
         raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
     return body
+
+
+def _valid_input(value: object) -> bool:
+    """OpenAI's four input shapes: a string, strings, token ids, arrays of token ids; nothing empty, no mixing."""
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_INPUTS:
+        return False
+    if all(isinstance(item, str) for item in value):
+        return all(value)
+    if all(isinstance(item, list) for item in value):
+        return all(item and _tokens(item) for item in value)
+    return _tokens(value)
+
+
+def _tokens(values: list[Any]) -> bool:
+    return all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in values)
 
 
 def reservation(body: dict[str, Any], raw_size: int, model: Model, route: Route) -> tuple[Decimal, int]:

@@ -49,10 +49,7 @@ def parser(request: web.Request) -> Callable[[bytes], dict[str, Any]]:
     """serve_chat's `parse`: an Anthropic Messages body checked and translated to an OpenAI chat body."""
 
     def parse(raw: bytes) -> dict[str, Any]:
-        try:
-            body = _decoder.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+        body = wire.decode_json(raw)
         try:
             translated = inbound.request_to_openai(inbound.check_request(body))
         except UnsupportedParameter as exc:
@@ -62,7 +59,7 @@ def parser(request: web.Request) -> Callable[[bytes], dict[str, Any]]:
         except (AttributeError, TypeError, KeyError):  # a block or tool that is not an object, and the like
             raise InvalidRequest("request body does not follow the Messages API schema") from None
         request[_MODEL] = translated["model"]
-        return translated
+        return wire.check_chat(translated)  # what the translation made must be a well-formed OpenAI body
 
     return parse
 

@@ -58,12 +58,46 @@ _chunk_decoder = msgspec.json.Decoder(_ChunkEnvelope)
 _body_decoder = msgspec.json.Decoder()
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    """Decode and validate a chat-completions request body; raises InvalidRequest naming the field."""
+# Deeper JSON is refused before anything walks it (real requests nest a few levels; tool schemas a few dozen).
+MAX_JSON_DEPTH = 128
+
+
+def decode_json(raw: bytes) -> Any:
+    """A request body as JSON; malformed JSON, invalid UTF-8 or nesting deeper than MAX_JSON_DEPTH is a 400."""
+    too_deep = InvalidRequest(f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels", code="invalid_json")
     try:
-        body = _body_decoder.decode(raw)
+        value = _body_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not valid UTF-8", code="invalid_json") from None
+    except RecursionError:
+        raise too_deep from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _too_deep(value):
+        raise too_deep
+    return value
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether arrays/objects nest deeper than MAX_JSON_DEPTH (iterative: a deep body cannot exhaust the stack)."""
+    pending: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while pending:
+        item, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Decode and validate a chat-completions request body; raises InvalidRequest naming the field."""
+    return check_chat(decode_json(raw))
+
+
+def check_chat(body: Any) -> dict[str, Any]:
+    """A chat-completions body whose every field has OpenAI's type and range, so that what reaches a provider
+    (or a translation to its format) is well-formed: InvalidRequest (400) naming the first bad field."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     model = body.get("model")
@@ -73,18 +107,27 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' is required and must be a non-empty array", param="messages")
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _VALID_ROLES:
-            raise InvalidRequest(f"messages[{index}] must be an object with a valid 'role'",
-                                 param=f"messages[{index}].role")
-    if "stream" in body and not isinstance(body["stream"], bool):
+        _check_message(message, f"messages[{index}]")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
     for field in ("max_tokens", "max_completion_tokens"):
         value = body.get(field)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise InvalidRequest(f"'{field}' must be a positive integer", param=field)
-    options = body.get("stream_options")
-    if options is not None and not isinstance(options, dict):
-        raise InvalidRequest("'stream_options' must be an object", param="stream_options")
+    for field, kinds in _TYPES.items():
+        value = body.get(field)
+        if value is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            names = " or ".join(_TYPE_NAMES[kind] for kind in kinds)
+            raise InvalidRequest(f"'{field}' must be {names}", param=field)
+    if body.get("stream_options") is not None and not stream:
+        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
+    for field in ("tools", "functions"):
+        if not all(isinstance(tool, dict) for tool in body.get(field) or []):
+            raise InvalidRequest(f"'{field}' must be an array of objects", param=field)
+    stop = body.get("stop")
+    if isinstance(stop, list) and not all(isinstance(item, str) for item in stop):
+        raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
     for field, (low, high) in _RANGES.items():
         value = body.get(field)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -93,8 +136,67 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def _check_message(message: Any, where: str) -> None:
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str) \
+            or message["role"] not in _VALID_ROLES:
+        raise InvalidRequest(f"{where} must be an object with a valid 'role'", param=f"{where}.role")
+    _check_content(message.get("content"), f"{where}.content")
+    for field in ("name", "tool_call_id", "refusal"):
+        if message.get(field) is not None and not isinstance(message[field], str):
+            raise InvalidRequest(f"'{where}.{field}' must be a string", param=f"{where}.{field}")
+    calls = message.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise InvalidRequest(f"'{where}.tool_calls' must be an array", param=f"{where}.tool_calls")
+    for index, call in enumerate(calls or []):
+        if not isinstance(call, dict) or not isinstance(call.get("id", ""), str) \
+                or not isinstance(call.get("type", "function"), str) or not _function_call(call):
+            raise InvalidRequest(f"'{where}.tool_calls[{index}]' must be an object with a string 'id' and a "
+                                 "'function' object of string 'name' and 'arguments'",
+                                 param=f"{where}.tool_calls[{index}]")
+    if message.get("function_call") is not None and not isinstance(message["function_call"], dict):
+        raise InvalidRequest(f"'{where}.function_call' must be an object", param=f"{where}.function_call")
+
+
+def _function_call(call: dict[str, Any]) -> bool:
+    """A function tool call (the default type) names its function and passes string arguments."""
+    if call.get("type", "function") != "function":
+        return True
+    function = call.get("function")
+    return isinstance(function, dict) and isinstance(function.get("name"), str) \
+        and isinstance(function.get("arguments", ""), str)
+
+
+def _check_content(content: Any, param: str) -> None:
+    """A message's content is a string, an array of typed parts, or null (OpenAI rejects anything else)."""
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise InvalidRequest(f"'{param}' must be a string or an array of content parts", param=param)
+    for index, part in enumerate(content):
+        where = f"{param}[{index}]"
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InvalidRequest(f"'{where}' must be a content part object with a 'type'", param=where)
+        for field in ("text", "refusal"):
+            if (field in part or part["type"] == field) and not isinstance(part.get(field), str):
+                raise InvalidRequest(f"'{where}.{field}' must be a string", param=f"{where}.{field}")
+        image = part.get("image_url")
+        if part["type"] == "image_url" and not (isinstance(image, str) or (
+                isinstance(image, dict) and isinstance(image.get("url"), str))):
+            raise InvalidRequest(f"'{where}.image_url' must be an object with a string 'url'",
+                                 param=f"{where}.image_url")
+
+
 # OpenAI's documented ranges (CreateChatCompletionRequest); a value outside them is a 400, not an upstream call.
 _RANGES = {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2), "frequency_penalty": (-2, 2)}
+# The types of the other optional parameters (null is always allowed); providers and the adapters rely on them.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "n": (int,), "seed": (int,), "top_logprobs": (int,), "logprobs": (bool,), "parallel_tool_calls": (bool,),
+    "store": (bool,), "user": (str,), "reasoning_effort": (str,), "service_tier": (str,), "verbosity": (str,),
+    "logit_bias": (dict,), "metadata": (dict,), "response_format": (dict,), "prediction": (dict,),
+    "audio": (dict,), "stream_options": (dict,), "web_search_options": (dict,), "tool_choice": (str, dict),
+    "function_call": (str, dict), "stop": (str, list), "modalities": (list,), "tools": (list,), "functions": (list,),
+}
+_TYPE_NAMES = {int: "an integer", bool: "a boolean", str: "a string", dict: "an object", list: "an array"}
 
 
 def wants_usage_chunk(body: dict[str, Any]) -> bool:

@@ -29,7 +29,7 @@ from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
 from services.proxy import chat, dlp, embeddings, messages, providers, screening
 from services.proxy import openai_wire as wire
-from services.proxy.auth import ADMIN, KeyRing, Principal
+from services.proxy.auth import ADMIN, KeyRing, Principal, well_formed
 from services.proxy.billing_client import BillingClient, reservation
 from services.proxy.dashboard import add_dashboard, session_credential
 from services.proxy.errors import (
@@ -38,6 +38,7 @@ from services.proxy.errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    ProtocolLog,
     ProxyError,
     ServiceUnavailable,
     UpstreamError,
@@ -106,26 +107,27 @@ async def edge(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 async def _respond(request: web.Request, handler: Any, request_id: str) -> web.StreamResponse:
+    # /v1/messages callers get Anthropic's error shape even from the router (405) or an unexpected failure
+    render = messages.error_response if request.path == messages.ENDPOINT else error_response
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except ProxyError as error:
-        return error_response(error, request_id)
+        return render(error, request_id)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(_too_large(request), request_id)
+        return render(_too_large(request), request_id)
     except web.HTTPMethodNotAllowed:
-        return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"), request_id)
+        return render(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"), request_id)
     except web.HTTPNotFound:
-        return error_response(NotFound(f"no route for {request.method} {request.path}", code="unknown_url"),
-                              request_id)
+        return render(NotFound(f"no route for {request.method} {request.path}", code="unknown_url"), request_id)
     except web.HTTPException as exc:
         failure = ProxyError(exc.reason, status=exc.status, code="http_error")
         failure.type = "invalid_request_error" if exc.status < 500 else "server_error"
-        return error_response(failure, request_id)
+        return render(failure, request_id)
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unhandled_error", path=request.path)
-        return error_response(ProxyError("internal error; the request id identifies it in the logs"), request_id)
+        return render(ProxyError("internal error; the request id identifies it in the logs"), request_id)
 
 
 def _archive(request: web.Request, response: web.StreamResponse) -> None:
@@ -158,6 +160,8 @@ async def _principal(request: web.Request, *, allow_admin: bool = False) -> Prin
     key = _api_key(request) or session_credential(request)  # the dashboard's cookie, on GET/HEAD only
     if not key:
         raise AuthError("No API key provided. Send it as 'Authorization: Bearer <key>'.")
+    if not well_formed(key):
+        raise AuthError("Incorrect API key provided: keys are printable ASCII.")
     if allow_admin and state.keys.authenticate(f"Bearer {key}", allow_admin=True) is not None:
         return ADMIN
     reply = await state.billing.authenticate(key)
@@ -277,13 +281,27 @@ def _decide(state: ProxyState, request: web.Request, call: chat.Call, body: dict
         problem = ("does not exist or you do not have access to it" if exc.code == "model_not_found"
                    else "has no provider with credentials configured")
         raise NotFound(f"The model '{body['model']}' {problem}.", param="model", code=exc.code) from None
-    if decision.model.kind != kind:
-        raise InvalidRequest(f"The model '{body['model']}' is a {decision.model.kind} model and cannot serve "
-                             f"{call.endpoint}.", param="model", code="model_not_supported")
+    refusal = _unservable(body, decision.model, call.endpoint, kind)
+    if refusal is not None:
+        state.routing.release(decision)
+        raise refusal
     call.model, call.route = decision.model, decision.candidates[0].route
     call.route_reason = decision.route_reason
     call.first_choice = decision.first_choice.key
     return decision
+
+
+def _unservable(body: dict[str, Any], model: Model, endpoint: str, kind: str) -> InvalidRequest | None:
+    """Why the resolved model cannot take this request (wrong kind, more output tokens than it can produce)."""
+    if model.kind != kind:
+        return InvalidRequest(f"The model '{body['model']}' is a {model.kind} model and cannot serve {endpoint}.",
+                              param="model", code="model_not_supported")
+    for name in ("max_tokens", "max_completion_tokens"):
+        requested = body.get(name)
+        if isinstance(requested, int) and model.max_output_tokens and requested > model.max_output_tokens:
+            return InvalidRequest(f"'{name}' is too large: {requested}. The model '{body['model']}' produces at "
+                                  f"most {model.max_output_tokens} output tokens.", param=name, code="invalid_value")
+    return None
 
 
 def _finish(state: ProxyState, trace: TraceEvent, *, admitted: AdmitReply | None, request: web.Request,
@@ -301,8 +319,9 @@ def _finish(state: ProxyState, trace: TraceEvent, *, admitted: AdmitReply | None
                                     organization_id=trace.organization_id, cost_usd=trace.cost_usd,
                                     total_tokens=trace.total_tokens))
     state.metrics.observe(trace)
-    log.info("request", status=trace.status_code, model=trace.model, provider=trace.provider,
-             stream=trace.stream, latency_ms=trace.latency_ms, tokens=trace.total_tokens)
+    # the model only once it resolved to a catalog entry: an unknown `model` is caller text (a pasted key, a prompt)
+    log.info("request", status=trace.status_code, model=call.model.id if call.model else None,
+             provider=trace.provider, stream=trace.stream, latency_ms=trace.latency_ms, tokens=trace.total_tokens)
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -470,7 +489,8 @@ def _json(request: web.Request, payload: Any) -> web.Response:
 
 
 def make_app(state: ProxyState) -> web.Application:
-    app = web.Application(middlewares=[edge], client_max_size=state.max_body_bytes)
+    app = web.Application(middlewares=[edge], client_max_size=state.max_body_bytes,
+                          handler_args={"logger": ProtocolLog()})
     app[STATE] = state
 
     async def ready() -> dict[str, object]:

@@ -260,6 +260,9 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
             _append(messages, "user", [_tool_result(message, where)])
         else:
             raise UnsupportedParameter(f"{where}.role", model, f"role '{role}' cannot be translated")
+    if not messages:
+        raise UnsupportedParameter("messages", model, "Anthropic needs at least one user or assistant message with "
+                                                      "content besides system messages")
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_object":
         system.append(JSON_OBJECT_INSTRUCTION)

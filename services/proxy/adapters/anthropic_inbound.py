@@ -47,9 +47,55 @@ def check_request(body: object) -> dict[str, Any]:
                                    param=f"messages.{i}.role")
         if not isinstance(message.get("content"), (str, list)):
             raise TranslationError(f"messages.{i}.content: Field required", param=f"messages.{i}.content")
+        _check_blocks(message["content"], f"messages.{i}.content")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise TranslationError("stream: Input should be a valid boolean", param="stream")
+    system = body.get("system")
+    if system is not None:
+        if not isinstance(system, (str, list)):
+            raise TranslationError("system: Input should be a valid string or a valid list", param="system")
+        _check_blocks(system, "system")
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1):
+            raise TranslationError(f"{name}: Input should be a number from 0 to 1", param=name)
+    stops = body.get("stop_sequences")
+    if stops is not None and (not isinstance(stops, list) or not all(isinstance(stop, str) for stop in stops)):
+        raise TranslationError("stop_sequences: Input should be a valid list of strings", param="stop_sequences")
+    for name, kind, label in (("metadata", dict, "dictionary"), ("tool_choice", dict, "dictionary"),
+                              ("tools", list, "list")):
+        if body.get(name) is not None and not isinstance(body[name], kind):
+            raise TranslationError(f"{name}: Input should be a valid {label}", param=name)
+    for j, tool in enumerate(body.get("tools") or []):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) \
+                or not isinstance(tool.get("input_schema", {}), dict):
+            raise TranslationError(f"tools.{j}: a tool has a string 'name' and an 'input_schema' object",
+                                   param=f"tools.{j}")
     return body
+
+
+# The fields each block type must carry, with their types (Anthropic answers 400 for anything else).
+_BLOCK_FIELDS: dict[str, dict[str, type]] = {
+    "text": {"text": str}, "tool_use": {"id": str, "name": str, "input": dict},
+    "tool_result": {"tool_use_id": str}, "image": {"source": dict}, "document": {"source": dict},
+}
+
+
+def _check_blocks(content: object, where: str) -> None:
+    """Content blocks are objects with a string `type` and, for the types Routeur translates, their fields."""
+    if isinstance(content, str):
+        return
+    for j, block in enumerate(content if isinstance(content, list) else []):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise TranslationError(f"{where}.{j}: Input should be a valid content block", param=f"{where}.{j}")
+        for field, kind in _BLOCK_FIELDS.get(block["type"], {}).items():
+            if not isinstance(block.get(field), kind):
+                raise TranslationError(f"{where}.{j}.{field}: a {kind.__name__} is required",
+                                       param=f"{where}.{j}.{field}")
+        if block["type"] == "tool_result" and not isinstance(block.get("content", ""), (str, list)):
+            raise TranslationError(f"{where}.{j}.content: Input should be a string or a list",
+                                   param=f"{where}.{j}.content")
 
 
 def _plain(content: object, where: str, model: str) -> str | list[dict[str, Any]]:

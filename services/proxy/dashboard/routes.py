@@ -11,11 +11,13 @@ import html
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
+import msgspec
 from aiohttp import web
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -23,10 +25,10 @@ from nats.errors import Error as NatsError
 from proto import codec, subjects
 from proto.billing import KeysQuery, KeysReply
 from services.common.logs import get_logger
-from services.proxy.auth import ADMIN, KeyRing, Principal
+from services.proxy.auth import ADMIN, KeyRing, Principal, well_formed
 from services.proxy.billing_client import BillingClient, BillingRefused
 from services.proxy.dashboard.session import COOKIE, Sessions
-from services.proxy.errors import AuthError, ProxyError, ServiceUnavailable
+from services.proxy.errors import AuthError, NotFound, ProxyError, ServiceUnavailable
 
 if TYPE_CHECKING:
     from services.proxy.service import ProxyState
@@ -39,10 +41,10 @@ PAGES_DIR = HERE / "pages"
 PREFIX = "/dashboard"
 PAGES = {"logs": "Logs", "usage": "Usage", "keys": "Keys"}
 _SCRIPTS = {"usage": ("vendor/chart.umd.min.js",)}
-MAX_CREDENTIAL = 512
 _NEXT = re.compile(r"^/dashboard/(?:logs|usage|keys)(?:\?[A-Za-z0-9_.~%&=+:-]{0,500})?$")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _SAFE_METHODS = ("GET", "HEAD")
+_decoder = msgspec.json.Decoder()
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
@@ -91,7 +93,22 @@ def add_dashboard(app: web.Application, state: ProxyState) -> None:
     for page in PAGES:
         routes.add_get(f"{PREFIX}/{page}", show_page)
     routes.add_get(PREFIX + "/api/keys", keys_api)
-    routes.add_static(PREFIX + "/static", STATIC_DIR, follow_symlinks=False, append_version=False)
+    routes.add_get(PREFIX + "/static/{path:.+}", _asset_handler())
+
+
+def _asset_handler() -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Serve the files under static/, listed once at start: no path is ever resolved from the request, so
+    nothing outside the directory can be reached, and any other name is a JSON 404."""
+    assets = {path.relative_to(STATIC_DIR).as_posix(): path for path in sorted(STATIC_DIR.rglob("*"))
+              if path.is_file() and not path.is_symlink()}
+
+    async def asset(request: web.Request) -> web.StreamResponse:
+        path = assets.get(request.match_info["path"])
+        if path is None:
+            raise NotFound(f"no dashboard asset {request.match_info['path'][:80]!r}", code="unknown_url")
+        return web.FileResponse(path)
+
+    return asset
 
 
 def _page_template(page: str, title: str) -> str:
@@ -155,14 +172,17 @@ async def login(request: web.Request) -> web.Response:
     fields: dict[str, object] = {}
     if request.content_type == "application/json":
         try:
-            body = await request.json()
-        except ValueError:
+            body = _decoder.decode(await request.read())
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             body = None
         fields = body if isinstance(body, dict) else {}
     else:
-        fields = dict(await request.post())
+        try:
+            fields = dict(await request.post())
+        except ValueError:  # a malformed multipart body
+            fields = {}
     credential, target = fields.get("token"), _next(fields.get("next"))
-    if not isinstance(credential, str) or not credential.strip() or len(credential) > MAX_CREDENTIAL:
+    if not isinstance(credential, str) or not well_formed(credential.strip()):
         return _login_form(request, target, "Enter an API key or the admin token.", status=400)
     credential = credential.strip()
     try:
@@ -211,6 +231,8 @@ async def keys_api(request: web.Request) -> web.Response:
     credential = _bearer(request) or session_credential(request)
     if not credential:
         raise AuthError("No API key provided. Sign in at /dashboard/login or send 'Authorization: Bearer <key>'.")
+    if not well_formed(credential):
+        raise AuthError("Incorrect API key provided: keys are printable ASCII.")
     principal = await authenticate(dashboard, credential)
     organization = (request.query.get("organization_id") or None) if principal.is_admin else principal.organization_id
     try:
