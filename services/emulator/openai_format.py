@@ -312,7 +312,8 @@ def _echo_text(body: Mapping[str, Any]) -> str | None:
     last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
     content = last.get("content")
     if isinstance(content, list):
-        content = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        content = "".join(part["text"] for part in content
+                          if isinstance(part, dict) and isinstance(part.get("text"), str))
     if last.get("role") != "user" or not isinstance(content, str) or ECHO_MARKER not in content:
         return None
     return content.replace(ECHO_MARKER, "").strip()

@@ -252,14 +252,14 @@ def make_app(settings: Settings, tracer: Tracer, store: TraceStore, nc: Client) 
 
     async def sql(request: web.Request) -> web.Response:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(token.encode(), settings.admin_token.reveal().encode()):
+        if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), settings.admin_token.reveal().encode()):
             return _error(401, "an admin token is required: Authorization: Bearer <ROUTEUR_ADMIN_TOKEN>",
                           "invalid_request_error", "invalid_admin_token")
         try:
             body = msgspec.json.decode(await request.read(), type=SqlQuery)
-        except msgspec.DecodeError as exc:
-            return _error(400, f"body must be {{\"query\": \"SELECT …\"}}: {exc}", "invalid_request_error",
-                          "invalid_body")
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return _error(400, f"body must be {{\"query\": \"SELECT …\"}}: {exc}",
+                          "invalid_request_error", "invalid_body")
         try:
             columns, found = await store.select(body.query, body.parameters, readonly=True)
         except Exception as exc:  # the engine's message is the useful answer for an analyst

@@ -211,3 +211,21 @@ async def test_a_lost_consumer_is_created_again_and_its_replay_is_not_stored_twi
     await _until(caught_up)
     await running.stop()
     assert await bus_.count("traces") == 200 and await bus_.rolled_up() == 200
+
+
+
+def test_sql_endpoint_refuses_undecodable_bodies_and_tokens_with_4xx(stack: Stack) -> None:
+    import http.client
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(stack.children["tracer"].url)
+    token = stack.secrets["ROUTEUR_ADMIN_TOKEN"]
+    for body, authorization in ((b'{"query": "SELECT \xff"}', f"Bearer {token}"),
+                                (b'{"query": "SELECT 1"}', "Bearer caf\u00e9-not-utf8")):
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        connection.request("POST", "/v1/sql", body=body, headers={"Authorization": authorization,
+                                                                 "Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status in (400, 401), response.status
+        assert b"Traceback" not in response.read()
+        connection.close()
