@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   ?= .data
 
-.PHONY: run up down status test test-fast lint bench clean install
+.PHONY: run up down status test test-fast soak lint bench clean install
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Routeur needs Python 3.11"'
@@ -32,6 +32,11 @@ test: $(STAMP)           ## the whole suite: real NATS, ClickHouse engine, rados
 	bash scripts/ensure-ceph.sh
 	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+soak: $(STAMP)           ## the whole suite with ROUTEUR_SOAK=1: 30 s outages per fault and a 10-min soak (ROUTEUR_SOAK_MINUTES)
+	bash scripts/ensure-ceph.sh
+	bash scripts/ensure-chromium.sh
+	ROUTEUR_SOAK=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)      ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -35,6 +35,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     wanted: bool = True
     restarts: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # this child's own overrides, applied last
 
     @property
     def url(self) -> str:
@@ -66,6 +67,8 @@ class Stack:
         self.secrets = self._load_secrets()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._nats_wanted = True
+        self.nats_restarts = 0
         self._monitor: threading.Thread | None = None
 
     def _load_secrets(self) -> dict[str, str]:
@@ -115,6 +118,7 @@ class Stack:
         if "emulator" in self.children:
             env["ROUTEUR_EMULATOR_URL"] = self.children["emulator"].url
         env.update(self.config.extra_env)
+        env.update(child.env)
         return env
 
     def start(self, timeout: float = 60.0) -> None:
@@ -148,6 +152,41 @@ class Stack:
         procs.wait_until(lambda: procs.http_ok(f"{child.url}/readyz"), timeout, what=name, proc=child.proc,
                          log_path=child.log_path)
 
+    def add_service(self, name: str, service: str, *, env: dict[str, str] | None = None,
+                    timeout: float = 60.0) -> Child:
+        """Start one more process of `service` under `name`, with `env` on top of the stack's environment
+        (e.g. a second proxy with other timeouts); `remove_service` stops and forgets it."""
+        if name in self.children:
+            raise ValueError(f"a child named {name!r} already exists")
+        child = Child(name, procs.free_port(), self.logs / f"{name}.log", service=service, env=dict(env or {}))
+        with self._lock:
+            self.children[name] = child
+        self.start_service(name, timeout=timeout)
+        return child
+
+    def remove_service(self, name: str) -> None:
+        """Stop a child added by `add_service` (SIGTERM) and forget it."""
+        self.stop_service(name)
+        with self._lock:
+            del self.children[name]
+
+    def crash_service(self, name: str) -> int:
+        """SIGKILL the child as a crash would, leaving it wanted: the supervisor restarts it. Returns the pid."""
+        child = self.children[name]
+        if child.proc is None:
+            raise RuntimeError(f"{name} is not running")
+        pid = child.proc.pid
+        procs.kill(child.proc)
+        return pid
+
+    def crash_nats(self) -> int:
+        """SIGKILL nats-server as a crash would; the supervisor restarts it on the same port and data dir."""
+        if self.nats.proc is None:
+            raise RuntimeError("nats-server is not running")
+        pid = self.nats.proc.pid
+        self.nats.kill()
+        return pid
+
     def stop_service(self, name: str) -> None:
         """Stop gracefully (SIGTERM) and keep it stopped until start_service."""
         child = self.children[name]
@@ -165,8 +204,11 @@ class Stack:
             procs.kill(child.proc)
 
     def _supervise(self) -> None:
-        """Restart a service that died on its own, with a short back-off."""
+        """Restart NATS or a service that died on its own, with a short back-off."""
         while not self._stopping.wait(1.0):
+            nats_proc = self.nats.proc
+            if self._nats_wanted and nats_proc is not None and nats_proc.poll() is not None:
+                self._restart_nats()
             for child in list(self.children.values()):
                 with self._lock:
                     died = child.wanted and child.proc is not None and child.proc.poll() is not None
@@ -177,9 +219,18 @@ class Stack:
                     except RuntimeError:
                         continue
 
+    def _restart_nats(self) -> None:
+        """Same port, same JetStream directory: clients reconnect on their own and the streams are intact."""
+        self.nats_restarts += 1
+        try:
+            self.nats.start()
+        except RuntimeError:  # tried again on the next round
+            return
+
     def stop(self) -> None:
         """Stop everything: the proxy first (drains callers), NATS last; remove run/env."""
         self._stopping.set()
+        self._nats_wanted = False
         if self._monitor is not None:
             self._monitor.join()
         for name in reversed(list(self.children)):

@@ -14,8 +14,10 @@ NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """How the emulator misbehaves for one model; every field's default means "behave normally".
 
-    `status`, `hang` and `drop_after_chunks` are failures and obey `fail_times` (fail only the first
-    N matching requests, 0 = every request); the delays apply to every matching request.
+    `status`, `hang`, `drop_after_chunks` and `stall_after_chunks` are failures and obey `fail_times` (fail
+    only the first N matching requests, 0 = every request); the delays apply to every matching request.
+    `stall_after_chunks` (OpenAI chat streams) sends that many chunks, then nothing more, keeping the
+    connection open until the client gives up: an upstream that stalls mid-stream.
     """
 
     status: Annotated[int, msgspec.Meta(ge=0, le=599)] = 0
@@ -24,6 +26,7 @@ class FaultPlan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     ttft_ms: NonNegative = 0
     chunk_interval_ms: NonNegative = 0
     drop_after_chunks: Annotated[int, msgspec.Meta(ge=-1)] = -1
+    stall_after_chunks: Annotated[int, msgspec.Meta(ge=-1)] = -1
     hang: bool = False
     retry_after: NonNegative | None = None
     omit_usage: bool = False  # ignore stream_options.include_usage, like providers that never send stream usage
@@ -53,6 +56,10 @@ class Fault(msgspec.Struct, frozen=True):
     @property
     def drop_after_chunks(self) -> int:
         return self.plan.drop_after_chunks if self.failing else -1
+
+    @property
+    def stall_after_chunks(self) -> int:
+        return self.plan.stall_after_chunks if self.failing else -1
 
 
 _PLAN_DECODER = msgspec.json.Decoder(FaultPlan)

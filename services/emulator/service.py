@@ -39,28 +39,35 @@ INVALID = object()
 
 
 class RequestLog:
-    """The last requests received on /v1, newest last, with credential headers removed."""
+    """The last requests received on /v1, newest last, with credential headers removed.
+
+    A streamed answer also records its progress on its entry while it runs: `chunks_sent`, `bytes_sent` and,
+    once it ends, `outcome` — `completed`, `client_closed` (the client went away mid-stream), `dropped`
+    (a drop fault) or `stalled` (a stall fault, until the client gave up).
+    """
 
     def __init__(self, maxlen: int = RECORDED_REQUESTS) -> None:
         self._entries: deque[dict[str, Any]] = deque(maxlen=maxlen)
         self._seq = 0
 
-    def add(self, request: web.Request, raw: bytes, body: object) -> None:
+    def add(self, request: web.Request, raw: bytes, body: object) -> dict[str, Any]:
+        """Record a request; the entry is returned so a stream can note its progress on it."""
         self._seq += 1
         headers = {k.lower(): v for k, v in request.headers.items() if k.lower() not in _CREDENTIAL_HEADERS}
-        self._entries.append(
-            {
-                "seq": self._seq,
-                "received_at": time.time(),
-                "method": request.method,
-                "path": request.path,
-                "query": request.query_string,
-                "headers": headers,
-                "key_sha256": _key_fingerprint(request),
-                "body": None if body is INVALID else body,
-                "raw_body": raw.decode("utf-8", "replace") if body is INVALID and raw else None,
-            }
-        )
+        entry = {
+            "seq": self._seq,
+            "received_at": time.time(),
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "headers": headers,
+            "key_sha256": _key_fingerprint(request),
+            "body": None if body is INVALID else body,
+            "raw_body": raw.decode("utf-8", "replace") if body is INVALID and raw else None,
+        }
+        self._entries.append(entry)
+        request[ENTRY] = entry
+        return entry
 
     def last(self, limit: int | None = None) -> list[dict[str, Any]]:
         entries = list(self._entries)
@@ -81,6 +88,7 @@ class EmulatorState:
 
 
 STATE = web.AppKey("emulator_state", EmulatorState)
+ENTRY = web.RequestKey("emulator_request_log_entry", dict)  # the request's RequestLog entry
 
 
 # --------------------------------------------------------------------------- helpers
@@ -217,25 +225,43 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def _stream(
     request: web.Request, chunks: Iterable[dict[str, Any]], fault: Fault, started: float
 ) -> web.StreamResponse:
-    """Send `chunks` as SSE `data:` events then `data: [DONE]`, honouring the fault's timing and drop."""
+    """Send `chunks` as SSE `data:` events then `data: [DONE]`, honouring the fault's timing, drop and stall;
+    progress and outcome are noted on the request's log entry."""
     response = web.StreamResponse(status=200, headers={**_headers(started), **_SSE_HEADERS})
     response.enable_chunked_encoding()
-    drop = fault.drop_after_chunks
+    drop, stall = fault.drop_after_chunks, fault.stall_after_chunks
+    entry: dict[str, Any] = request.get(ENTRY, {})
+    entry.update(chunks_sent=0, bytes_sent=0, outcome=None)
+    state = request.app[STATE]
     try:
         await response.prepare(request)
         for index, chunk in enumerate(chunks):
             await sleep_ms(fault.plan.ttft_ms if index == 0 else fault.plan.chunk_interval_ms)
             if index == drop:
+                entry["outcome"] = "dropped"
                 drop_connection(request)
                 return response
-            await response.write(b"data: " + _ENCODER.encode(chunk) + b"\n\n")
+            if index == stall:
+                await hang(request, state.stopping)
+                entry["outcome"] = "stalled"
+                drop_connection(request)
+                return response
+            data = b"data: " + _ENCODER.encode(chunk) + b"\n\n"
+            await response.write(data)
+            entry["chunks_sent"] += 1
+            entry["bytes_sent"] += len(data)
         if drop >= 0:
+            entry["outcome"] = "dropped"
             drop_connection(request)
             return response
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
+        entry["outcome"] = "completed"
     except ConnectionError:  # the client went away; nothing left to tell it
-        pass
+        entry["outcome"] = "client_closed"
+    except asyncio.CancelledError:  # the server cancelled the handler because the client went away
+        entry["outcome"] = "client_closed"
+        raise
     return response
 
 

@@ -245,14 +245,14 @@ class _CallerGone(Exception):
 async def _send(out: web.StreamResponse, data: bytes) -> None:
     try:
         await out.write(data)
-    except ConnectionResetError:
+    except ConnectionError:  # reset, or aiohttp's 'Connection lost' while waiting on backpressure
         raise _CallerGone from None
 
 
 async def _send_eof(out: web.StreamResponse) -> None:
     try:
         await out.write_eof()
-    except ConnectionResetError:
+    except ConnectionError:  # reset, or aiohttp's 'Connection lost' while waiting on backpressure
         raise _CallerGone from None
 
 
@@ -326,6 +326,9 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
         await _send_eof(out)
     except _CallerGone:
         call.upstream_ended = call.upstream_ended or time.perf_counter()
+        if call.usage is None and sent:  # the caller is billed for what it was sent
+            call.usage = wire.estimate_usage(sent, prompt_bytes=call.prompt_bytes)
+            call.usage_estimated = True
         attempt(call, route, 499, "client_closed")
         call.status_code, call.error_type, call.error_code = 499, "client_closed", "client_closed_request"
         trace = call.trace()
