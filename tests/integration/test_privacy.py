@@ -4,6 +4,7 @@ to find something (the request ids, which every place does hold)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def _send_canaries(stack: Stack, key: str, canary: str) -> list[str]:
 
 def _files_containing(root: Path, needle: bytes, *, skip: set[Path]) -> list[Path]:
     found = []
-    for path in root.rglob("*"):
+    # os.walk, not rglob: the engines delete temporary files and directories while we look
+    paths = (Path(folder) / name for folder, _, names in os.walk(root) for name in names)
+    for path in paths:
         if path.is_file() and path not in skip and not path.is_symlink():
             try:
                 if needle in path.read_bytes():
