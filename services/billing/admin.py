@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import logging
 import re
 import time
 from collections import Counter
@@ -163,19 +162,6 @@ def _now_ms() -> int:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ProtocolLog(logging.Logger):
-    """aiohttp's server logger: one JSON line naming the error class of a request aiohttp refused before any
-    route (CR/LF or NUL in a header, a bad request line). aiohttp's own message quotes the offending bytes,
-    which may hold the admin token, so it is never logged. (The proxy has the same in its errors.py.)"""
-
-    def __init__(self) -> None:
-        super().__init__("routeur.billing.http", logging.WARNING)
-
-    def handle(self, record: logging.LogRecord) -> None:
-        error = record.exc_info[1] if record.exc_info else None
-        log.warning("http_protocol_error", error=type(error).__name__ if error else record.levelname,
-                    status=getattr(error, "code", None))
-
 
 def make_app(settings: Settings, billing: Billing, nc: Client) -> web.Application:
     """Health probes and the admin routes under /v1/admin."""
@@ -204,7 +190,7 @@ def make_app(settings: Settings, billing: Billing, nc: Client) -> web.Applicatio
             log.exception("admin_request_failed", error=type(exc).__name__, path=request.path)
             return _json(errors.BillingError("internal error; see the billing log").body(), 500)
 
-    app = web.Application(middlewares=[guard], client_max_size=64 * 1024, handler_args={"logger": ProtocolLog()})
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
 
     async def ready() -> dict[str, object]:
         following = store.following

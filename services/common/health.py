@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from services.common.logs import ProtocolLog
+
 ReadyCheck = Callable[[], Awaitable[dict[str, object]]]
 
 
@@ -24,8 +26,10 @@ def add_health_routes(app: web.Application, ready_check: ReadyCheck) -> None:
 
 
 async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float = 10.0) -> web.AppRunner:
-    """Start `app` on host:port and return its runner; call `await runner.cleanup()` to stop it."""
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
+    """Start `app` on host:port and return its runner; call `await runner.cleanup()` to stop it.
+
+    No access log, and aiohttp's protocol errors go through ProtocolLog, which never quotes the request."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None, logger=ProtocolLog())
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

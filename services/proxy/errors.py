@@ -11,13 +11,12 @@
     └── ServiceUnavailable  503 (a Routeur dependency is down)
 
 A request aiohttp cannot parse as HTTP at all (CR/LF or NUL inside a header, a bad request line, a header
-over 8 KiB) never reaches a route: aiohttp answers it 400 itself and closes the connection; ProtocolLog
-keeps the offending bytes out of the logs.
+over 8 KiB) never reaches a route: aiohttp answers it 400 itself and closes the connection;
+services.common.logs.ProtocolLog keeps the offending bytes out of the logs.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -103,16 +102,3 @@ def error_response(error: ProxyError, request_id: str, headers: dict[str, str] |
     return web.Response(status=error.status, body=codec.encode(error.body()), content_type="application/json",
                         headers=all_headers)
 
-
-class ProtocolLog(logging.Logger):
-    """aiohttp's server logger (`handler_args={"logger": ProtocolLog()}`): one JSON line naming the error class
-    of a request aiohttp refused before any route. aiohttp's own message quotes the offending header or
-    request line, which may hold an API key or a prompt, so it is never logged."""
-
-    def __init__(self) -> None:
-        super().__init__("routeur.http", logging.WARNING)
-
-    def handle(self, record: logging.LogRecord) -> None:
-        error = record.exc_info[1] if record.exc_info else None
-        log.warning("http_protocol_error", error=type(error).__name__ if error else record.levelname,
-                    status=getattr(error, "code", None))

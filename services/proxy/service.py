@@ -25,7 +25,7 @@ from proto.routing import AttemptReport
 from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply, UsageQuery, UsageReply
 from services.common.health import add_health_routes
 from services.common.ids import is_ulid, new_ulid
-from services.common.logs import get_logger
+from services.common.logs import ProtocolLog, get_logger
 from services.common.metrics import add_metrics_route
 from services.proxy import chat, dlp, embeddings, messages, providers, screening
 from services.proxy import openai_wire as wire
@@ -38,7 +38,6 @@ from services.proxy.errors import (
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
-    ProtocolLog,
     ProxyError,
     ServiceUnavailable,
     UpstreamError,

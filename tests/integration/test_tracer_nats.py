@@ -17,6 +17,7 @@ from nats.js.errors import NotFoundError
 
 from launcher import procs
 from launcher.nats import NatsServer
+from launcher.stack import Stack
 from proto import codec, subjects
 from proto.trace import LogsQuery, LogsReply, TraceEvent, UsageQuery, UsageReply
 from services.common import bus
