@@ -115,14 +115,18 @@ class AdmitReply(msgspec.Struct, frozen=True, omit_defaults=True):
     retry_after_s: float | None = None
 
 
-class Settle(msgspec.Struct, frozen=True):
-    """BILLING_SETTLE: the actual cost of a request; releases its reservation. Retry until `ok`."""
+class Settle(msgspec.Struct, frozen=True, omit_defaults=True):
+    """BILLING_SETTLE: the actual cost of a request; releases its reservation. Retry until `ok`.
+
+    `lease_id`: the request was admitted by the proxy from a spend lease (LeaseRequest) rather than by
+    its own admission; its cost comes off that lease's reservation."""
 
     request_id: str
     api_key_id: str
     organization_id: str
     cost_usd: Decimal
     total_tokens: int = 0
+    lease_id: str | None = None
 
 
 class SettleReply(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -134,6 +138,51 @@ class SettleReply(msgspec.Struct, frozen=True, omit_defaults=True):
     message: str | None = None
     status: int = 200
     retryable: bool = False
+
+
+class SettleBatch(msgspec.Struct, frozen=True):
+    """BILLING_SETTLE_BATCH: the settlements a proxy gathered in one send tick, in one message."""
+
+    settles: tuple[Settle, ...]
+
+
+class SettleBatchReply(msgspec.Struct, frozen=True):
+    """One SettleReply per settlement of the batch, in the same order."""
+
+    replies: tuple[SettleReply, ...]
+
+
+class LeaseRequest(msgspec.Struct, frozen=True):
+    """BILLING_LEASE: reserve a block of a key's spend that the proxy then admits requests from locally,
+    with no bus round trip per request, for `LeaseReply.ttl_s` seconds.
+
+    Billing grants a lease only to an active key without requests/tokens-per-minute limits (those are
+    counted exactly, per request), and only a slice of the room left under the key's maxSpend and the
+    organization's balance, so the last part of any budget is always admitted request by request.
+    A lease is a reservation like any other: settlements carrying its id take their cost off it, and the
+    rest is released by `release=True` (or expires with the reservation TTL if the proxy dies).
+    Requests are idempotent by `lease_id`.
+    """
+
+    lease_id: str
+    api_key: str | None = None
+    api_key_id: str | None = None
+    want_usd: Decimal = Decimal(0)
+    min_usd: Decimal = Decimal(0)
+    release: bool = False
+
+
+class LeaseReply(msgspec.Struct, frozen=True, omit_defaults=True):
+    """`granted_usd` to admit from for `ttl_s` seconds; or `granted=False` with the `reason` (the proxy then
+    admits request by request, which answers every refusal with its exact code)."""
+
+    granted: bool
+    granted_usd: Decimal = Decimal(0)
+    ttl_s: float = 0.0
+    api_key_id: str | None = None
+    organization_id: str | None = None
+    settings: KeySettings | None = None
+    reason: str | None = None
 
 
 class KeysQuery(msgspec.Struct, frozen=True):
@@ -254,13 +303,14 @@ class KeyRevoked(msgspec.Struct, frozen=True, tag="key_revoked"):
     ts_ms: int
 
 
-class Settled(msgspec.Struct, frozen=True, tag="settled"):
+class Settled(msgspec.Struct, frozen=True, tag="settled", omit_defaults=True):
     request_id: str
     api_key_id: str
     organization_id: str
     cost_usd: Decimal
     total_tokens: int
     ts_ms: int
+    lease_id: str | None = None  # admitted from this spend lease: the cost comes off its reservation
 
 
 LedgerEvent = OrgCreated | OrgSettingsChanged | TopUp | Adjustment | KeyCreated | KeyUpdated | KeyRevoked | Settled

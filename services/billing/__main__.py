@@ -31,7 +31,8 @@ async def main(stop: asyncio.Event) -> None:
         js = nc.jetstream()
         await bus.ensure_streams(js, (subjects.LEDGER_STREAM,), replicas=settings.stream_replicas)
         ledger = Ledger(key_secret=settings.key_secret.reveal().encode(),
-                        reservation_ttl_s=settings.reservation_ttl_s, settled_retention_s=settings.settled_retention_s)
+                        reservation_ttl_s=settings.reservation_ttl_s, settled_retention_s=settings.settled_retention_s,
+                        lease_s=settings.lease_s)
         store = LedgerStore(js, ledger, publish_timeout_s=settings.publish_timeout_s, data_dir=settings.data_dir,
                             snapshot_every=settings.snapshot_every)
         await store.start()

@@ -17,6 +17,7 @@ from proto.billing import (
     KeyRevoked,
     KeySettings,
     KeyUpdated,
+    LeaseReply,
     LedgerEvent,
     OrgCreated,
     OrgSettingsChanged,
@@ -68,17 +69,21 @@ class _Reservation(msgspec.Struct):
     tokens: int
     expires_at: float
     entry: WindowEntry | None
+    lease: bool = False  # a spend lease: settlements carrying its id take their cost off `usd`
 
 
 class Ledger:
     """Hot state in memory: admission is a dict lookup and Decimal arithmetic, never I/O."""
 
     def __init__(self, *, key_secret: bytes, reservation_ttl_s: float = 900.0,
-                 settled_retention_s: float = 86_400.0, state: LedgerState | None = None) -> None:
+                 settled_retention_s: float = 86_400.0, state: LedgerState | None = None,
+                 lease_s: float = 1.0, lease_share: Decimal = Decimal("0.25")) -> None:
         if len(key_secret) < 32:
             raise ValueError("the key secret must be at least 32 bytes")
         self._key_secret = key_secret
         self.reservation_ttl_s = reservation_ttl_s
+        self.lease_s = lease_s
+        self._lease_share = lease_share
         self._settled_retention_ms = int(settled_retention_s * 1000)
         self.state = LedgerState()
         self._by_digest: dict[str, KeyState] = {}
@@ -236,7 +241,8 @@ class Ledger:
         return None if key.revoked_ms is not None else KeyRevoked(api_key_id=key_id, ts_ms=now_ms)
 
     def settlement(self, request_id: str, cost_usd: Decimal, total_tokens: int, *, now_ms: int,
-                   api_key_id: str | None = None, organization_id: str | None = None) -> Settled | None:
+                   api_key_id: str | None = None, organization_id: str | None = None,
+                   lease_id: str | None = None) -> Settled | None:
         """The Settled event for a finished request, or None if it is already settled (idempotent).
 
         Key and organization come from the open reservation when there is one; after a restart (no
@@ -257,8 +263,10 @@ class Ledger:
             if organization_id is not None and organization_id != key.organization_id:
                 raise errors.InvalidRequest("organization_id does not own this key", param="organization_id")
             key_id, org_id = key.id, key.organization_id
+        if lease_id is not None and len(lease_id) > 128:
+            raise errors.InvalidRequest("lease_id must be at most 128 characters", param="lease_id")
         return Settled(request_id=request_id, api_key_id=key_id, organization_id=org_id, cost_usd=cost,
-                       total_tokens=total_tokens, ts_ms=now_ms)
+                       total_tokens=total_tokens, ts_ms=now_ms, lease_id=lease_id)
 
     def settle(self, request_id: str, cost_usd: Decimal, total_tokens: int, *, now_ms: int,
                api_key_id: str | None = None, organization_id: str | None = None) -> bool:
@@ -315,6 +323,58 @@ class Ledger:
         self._org_reserved[org.id] = self._org_reserved.get(org.id, ZERO) + reserve_usd
         return self._admitted(key, window, now)
 
+    def lease(self, key_ref: str, lease_id: str, want_usd: Decimal, min_usd: Decimal, now: float) -> LeaseReply:
+        """Reserve up to `want_usd` of the key's spend for the proxy to admit from locally for `lease_s` seconds.
+
+        Granted only to an active key without rate limits, and only when `want_usd` is at most `lease_share`
+        of the room left under both the key's maxSpend and the organization's balance: the last part of a
+        budget (four leases' worth) is admitted request by request, so leases never make a limit less exact
+        and a proxy's lease cannot make another proxy refuse a request the budget still has room for.
+        `min_usd` is the smallest lease worth having. Idempotent by `lease_id`.
+        """
+        key = self.key(key_ref)
+        if key is None or not key.active:
+            return LeaseReply(granted=False, reason="key")
+        existing = self._reservations.get(lease_id)
+        if existing is not None:
+            if not existing.lease or existing.key_id != key.id:
+                return LeaseReply(granted=False, reason="lease_id")
+            return self._leased(key, existing.usd)
+        if self.lease_s <= 0:
+            return LeaseReply(granted=False, reason="disabled")
+        limits = key.limits
+        if limits.rate_limit_rpm is not None or limits.token_limit_tpm is not None:
+            return LeaseReply(granted=False, reason="rate_limited")
+        if (not lease_id or len(lease_id) > 128 or lease_id in self.state.settled or not want_usd.is_finite()
+                or not min_usd.is_finite() or min_usd < 0 or want_usd < min_usd or want_usd > MAX_AMOUNT_USD):
+            return LeaseReply(granted=False, reason="invalid")
+        org = self.state.orgs[key.organization_id]
+        room = org.balance_usd - self._org_reserved.get(org.id, ZERO)
+        if limits.max_spend_usd is not None:
+            spent = key.period_spend(limits.period, int(now * 1000)) + self._key_reserved.get(key.id, ZERO)
+            room = min(room, limits.max_spend_usd - spent)
+        grant = want_usd
+        if grant <= 0 or grant > room * self._lease_share:
+            return LeaseReply(granted=False, reason="budget")
+        self._reservations[lease_id] = _Reservation(lease_id, key.id, org.id, grant, 0, now + self.reservation_ttl_s,
+                                                    None, lease=True)
+        self._key_reserved[key.id] = self._key_reserved.get(key.id, ZERO) + grant
+        self._org_reserved[org.id] = self._org_reserved.get(org.id, ZERO) + grant
+        return self._leased(key, grant)
+
+    def _leased(self, key: KeyState, usd: Decimal) -> LeaseReply:
+        return LeaseReply(granted=True, granted_usd=usd, ttl_s=self.lease_s, api_key_id=key.id,
+                          organization_id=key.organization_id, settings=self.settings_for(key))
+
+    def release_lease(self, lease_id: str) -> bool:
+        """Drop what is left of a lease's reservation (its requests are all settled); True if it was open."""
+        reservation = self._reservations.get(lease_id)
+        if reservation is None or not reservation.lease:
+            return False
+        del self._reservations[lease_id]
+        self._release(reservation)
+        return True
+
     def _admitted(self, key: KeyState, window: RateWindow | None, now: float) -> AdmitReply:
         return AdmitReply(admitted=True, api_key_id=key.id, organization_id=key.organization_id,
                           settings=self.settings_for(key), rate_limits=_rate_limits(key, window, now))
@@ -331,6 +391,16 @@ class Ledger:
     def _release(self, reservation: _Reservation) -> None:
         self._key_reserved[reservation.key_id] -= reservation.usd
         self._org_reserved[reservation.org_id] -= reservation.usd
+
+    def _draw(self, lease_id: str, cost: Decimal) -> None:
+        """A request admitted from a lease is settled: its cost moves from the lease's reservation to spend."""
+        lease = self._reservations.get(lease_id)
+        if lease is None or not lease.lease:
+            return  # released, expired, or reserved before a restart: the spend is recorded all the same
+        drawn = min(cost, lease.usd)
+        lease.usd -= drawn
+        self._key_reserved[lease.key_id] -= drawn
+        self._org_reserved[lease.org_id] -= drawn
 
     def expire(self, now: float) -> int:
         """Release reservations whose TTL has passed (never settled); returns how many."""
@@ -427,6 +497,8 @@ class Ledger:
             window = self._windows.get(reservation.key_id)
             if window is not None and reservation.entry is not None:
                 window.correct(reservation.entry, event.total_tokens)
+        elif event.lease_id is not None:
+            self._draw(event.lease_id, event.cost_usd)
         org = self.state.orgs.get(event.organization_id)
         if org is not None:
             org.balance_usd -= event.cost_usd

@@ -1,4 +1,4 @@
-"""Billing's Prometheus series: admissions, refusals by reason, open reservations, settlements."""
+"""Billing's Prometheus series: admissions, refusals by reason, spend leases, open reservations, settlements."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ class BillingMetrics:
         self.admissions = Counter("routeur_billing_admissions", "Requests admitted", registry=self.registry)
         self.refusals = Counter("routeur_billing_refusals", "Requests refused, by reason", ("reason",),
                                 registry=self.registry)
+        self.leases = Counter("routeur_billing_leases", "Spend leases granted (proxies admit from them locally)",
+                               registry=self.registry)
         self.settlements = Counter("routeur_billing_settlements", "Settlements applied", registry=self.registry)
         self.reservations = Gauge("routeur_billing_open_reservations", "Reservations not yet settled or expired",
                                   registry=self.registry)

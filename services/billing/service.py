@@ -19,7 +19,20 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from proto import codec, subjects
-from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, KeysQuery, KeysReply, Settle, SettleReply
+from proto.billing import (
+    AdmitReply,
+    AdmitRequest,
+    AuthReply,
+    AuthRequest,
+    KeysQuery,
+    KeysReply,
+    LeaseReply,
+    LeaseRequest,
+    Settle,
+    SettleBatch,
+    SettleBatchReply,
+    SettleReply,
+)
 from services.billing import errors, overview
 from services.billing.ledger import Ledger
 from services.billing.metrics import BillingMetrics
@@ -31,6 +44,8 @@ log = get_logger()
 _AUTH = msgspec.json.Decoder(AuthRequest)
 _ADMIT = msgspec.json.Decoder(AdmitRequest)
 _SETTLE = msgspec.json.Decoder(Settle)
+_SETTLE_BATCH = msgspec.json.Decoder(SettleBatch)
+_LEASE = msgspec.json.Decoder(LeaseRequest)
 _KEYS = msgspec.json.Decoder(KeysQuery)
 
 
@@ -53,6 +68,8 @@ class Billing:
         self._subs.append(await self._nc.subscribe(subjects.BILLING_AUTH, cb=self._on_auth))
         self._subs.append(await self._nc.subscribe(subjects.BILLING_ADMIT, cb=self._on_admit))
         self._subs.append(await self._nc.subscribe(subjects.BILLING_SETTLE, cb=self._on_settle))
+        self._subs.append(await self._nc.subscribe(subjects.BILLING_SETTLE_BATCH, cb=self._on_settle))
+        self._subs.append(await self._nc.subscribe(subjects.BILLING_LEASE, cb=self._on_lease))
         self._subs.append(await self._nc.subscribe(subjects.BILLING_KEYS, cb=self._on_keys))
         self._subs.append(await self._nc.subscribe(subjects.ping_subject("billing"), cb=self._on_ping))
         self._expiry = asyncio.create_task(self._expire_loop(), name="reservation-expiry")
@@ -133,26 +150,63 @@ class Billing:
         task.add_done_callback(self._tasks.discard)
 
     async def _settle(self, msg: Msg) -> None:
+        if msg.subject == subjects.BILLING_SETTLE_BATCH:
+            try:
+                batch = _SETTLE_BATCH.decode(msg.data)
+            except (msgspec.DecodeError, UnicodeError) as exc:
+                await _respond(msg, SettleReply(ok=False, code=errors.INVALID_REQUEST, status=400,
+                                                message=f"bad settle batch: {exc}"))
+                return
+            # every append is in flight at once: their JetStream publishes share socket writes and acks
+            replies = await asyncio.gather(*(self._settle_one(settle) for settle in batch.settles))
+            await _respond(msg, SettleBatchReply(replies=tuple(replies)))
+            return
         try:
             request = _SETTLE.decode(msg.data)
+        except (msgspec.DecodeError, UnicodeError) as exc:
+            await _respond(msg, SettleReply(ok=False, code=errors.INVALID_REQUEST, status=400,
+                                            message=f"bad settle: {exc}"))
+            return
+        await _respond(msg, await self._settle_one(request))
+
+    async def _settle_one(self, request: Settle) -> SettleReply:
+        """Store one settlement in the ledger stream; the reply says whether to retry it."""
+        try:
             event = self.ledger.settlement(request.request_id, request.cost_usd, request.total_tokens,
                                            now_ms=int(time.time() * 1000), api_key_id=request.api_key_id,
-                                           organization_id=request.organization_id)
+                                           organization_id=request.organization_id, lease_id=request.lease_id)
             duplicate = True if event is None else await self.store.append(event)
-            reply = SettleReply(ok=True, duplicate=duplicate)
             self.settles += 1
             self.metrics.settlements.inc()
-        except (msgspec.DecodeError, UnicodeError) as exc:
-            reply = SettleReply(ok=False, code=errors.INVALID_REQUEST, status=400, message=f"bad settle: {exc}")
+            return SettleReply(ok=True, duplicate=duplicate)
         except errors.BillingError as exc:
-            reply = SettleReply(ok=False, code=exc.code, status=exc.status, message=exc.message,
-                                retryable=exc.status >= 500)
             if exc.status >= 500:
                 log.warning("settle_not_stored", code=exc.code)
+            return SettleReply(ok=False, code=exc.code, status=exc.status, message=exc.message,
+                               retryable=exc.status >= 500)
         except Exception as exc:  # a bug: answer retryable so the proxy keeps the settlement
             log.exception("settle_failed", error=type(exc).__name__)
-            reply = SettleReply(ok=False, code="internal_error", status=500, message="billing failed to settle",
-                                retryable=True)
+            return SettleReply(ok=False, code="internal_error", status=500, message="billing failed to settle",
+                               retryable=True)
+
+    async def _on_lease(self, msg: Msg) -> None:
+        """Grant or release a spend lease (in memory, like every reservation)."""
+        try:
+            request = _LEASE.decode(msg.data)
+            if request.release:
+                released = self.ledger.release_lease(request.lease_id)
+                reply = LeaseReply(granted=False, reason="released" if released else "unknown")
+            else:
+                key_ref = self.ledger.digest(request.api_key) if request.api_key else request.api_key_id
+                reply = self.ledger.lease(key_ref or "", request.lease_id, request.want_usd, request.min_usd,
+                                          time.time())
+        except (msgspec.DecodeError, UnicodeError):
+            reply = LeaseReply(granted=False, reason="invalid")
+        except Exception as exc:  # a bug must answer (the proxy then admits per request) rather than kill
+            log.exception("lease_failed", error=type(exc).__name__)
+            reply = LeaseReply(granted=False, reason="error")
+        if reply.granted:
+            self.metrics.leases.inc()
         await _respond(msg, reply)
 
 

@@ -24,6 +24,7 @@ class Settings(msgspec.Struct, frozen=True):
     key_secret: Secret
     key_secret_derived: bool
     reservation_ttl_s: float
+    lease_s: float
     settled_retention_s: float
     publish_timeout_s: float
     data_dir: Path | None
@@ -56,6 +57,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         key_secret=Secret(raw_secret),
         key_secret_derived=derived,
         reservation_ttl_s=env_float(environ, "BILLING_RESERVATION_TTL_S", 900.0),
+        lease_s=env_float(environ, "BILLING_LEASE_S", 1.0),
         settled_retention_s=env_float(environ, "BILLING_SETTLED_RETENTION_S", 86_400.0),
         publish_timeout_s=env_float(environ, "BILLING_PUBLISH_TIMEOUT_S", 2.0),
         data_dir=Path(data_dir) if data_dir else None,
@@ -64,6 +66,8 @@ def load(environ: Mapping[str, str]) -> Settings:
     )
     if settings.reservation_ttl_s <= 0 or settings.publish_timeout_s <= 0:
         raise SettingsError("BILLING_RESERVATION_TTL_S and BILLING_PUBLISH_TIMEOUT_S must be positive")
+    if not 0 <= settings.lease_s <= 60:
+        raise SettingsError("BILLING_LEASE_S must be between 0 (no spend leases) and 60 seconds")
     if settings.settled_retention_s < 600:
         raise SettingsError("BILLING_SETTLED_RETENTION_S must be at least 600 (the stream's duplicate window)")
     return settings

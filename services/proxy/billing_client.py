@@ -1,4 +1,5 @@
-"""The proxy's side of billing: authenticate, admit with a reservation, settle in the background."""
+"""The proxy's side of billing: authenticate, admit with a reservation (or from a spend lease), settle in
+batches in the background."""
 
 from __future__ import annotations
 
@@ -10,16 +11,28 @@ from typing import Any
 
 import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
 from catalog import pricing
 from catalog.schema import Model, Route
 from proto import codec, subjects
-from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, Settle, SettleReply
+from proto.billing import (
+    AdmitReply,
+    AdmitRequest,
+    AuthReply,
+    AuthRequest,
+    LeaseReply,
+    LeaseRequest,
+    Settle,
+    SettleBatch,
+    SettleBatchReply,
+    SettleReply,
+)
+from services.common.ids import new_ulid
 from services.common.logs import get_logger
 from services.common.retry_queue import SEND_TICK_S, RetryQueue
 from services.proxy.errors import ProxyError, ServiceUnavailable
+from services.proxy.leases import LeaseBook
 
 log = get_logger()
 
@@ -53,7 +66,7 @@ class BillingRefused(ProxyError):
 class BillingClient:
     """Request/reply to the billing service; it is the one authority on keys and spend."""
 
-    def __init__(self, nc: Client, *, timeout_s: float, fail_open_s: float = 0.0) -> None:
+    def __init__(self, nc: Client, *, timeout_s: float, fail_open_s: float = 0.0, leases: bool = True) -> None:
         self._nc = nc
         self._timeout = timeout_s
         self._fail_open_s = fail_open_s
@@ -61,9 +74,10 @@ class BillingClient:
         self._auth_cache: dict[str, tuple[float, AuthReply]] = {}
         self._settles: RetryQueue[Settle] = RetryQueue(send_batch=self._send, name="billing-settler",
                                                        linger_s=SEND_TICK_S)
-        self._replies: dict[str, asyncio.Future[bytes | None]] = {}  # settlement replies by inbox token
-        self._inbox: str | None = None
-        self._sent = 0
+        self._leases = LeaseBook() if leases else None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._releaser: asyncio.Task[None] | None = None
+        self.leased_admissions = 0
 
     async def _ask(self, subject: str, message: Any) -> bytes:
         try:
@@ -100,7 +114,18 @@ class BillingClient:
         return self._fail_open_s > 0 and now - self._last_answer <= self._fail_open_s
 
     async def admit(self, request: AdmitRequest) -> AdmitReply:
-        """Reserve the request's worst case; raises BillingRefused (402/429/401) or ServiceUnavailable."""
+        """Reserve the request's worst case, from the key's spend lease when it has room, else through billing;
+        raises BillingRefused (402/429/401) or ServiceUnavailable."""
+        book, api_key = self._leases, request.api_key
+        if book is not None and api_key:
+            lease = book.take(api_key, request.request_id, request.reserve_usd)
+            wanted = book.wanted(api_key, request.reserve_usd)
+            if wanted is not None:
+                self._spawn(self._ask_lease(api_key, *wanted))
+            if lease is not None:
+                self.leased_admissions += 1
+                return AdmitReply(admitted=True, api_key_id=lease.api_key_id, organization_id=lease.organization_id,
+                                  settings=lease.settings)
         try:
             reply = codec.decode(await self._ask(subjects.BILLING_ADMIT, request), AdmitReply)
         except ServiceUnavailable:
@@ -121,65 +146,100 @@ class BillingClient:
         return AdmitReply(admitted=True, api_key_id=auth.api_key_id, organization_id=auth.organization_id,
                           settings=auth.settings)
 
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ask_lease(self, api_key: str, want_usd: Decimal, min_usd: Decimal) -> None:
+        """Ask billing for a spend lease for the key (in the background: the request that asked goes on)."""
+        assert self._leases is not None
+        lease_id = f"lease_{new_ulid()}"
+        try:
+            data = await self._ask(subjects.BILLING_LEASE, LeaseRequest(lease_id=lease_id, api_key=api_key,
+                                                                        want_usd=want_usd, min_usd=min_usd))
+            reply = codec.decode(data, LeaseReply)
+        except (ServiceUnavailable, msgspec.DecodeError):
+            self._leases.declined(api_key, None)  # if it was granted, billing expires it with its TTL
+            return
+        if reply.granted:
+            self._leases.granted(api_key, lease_id, reply)
+        else:
+            self._leases.declined(api_key, reply.reason)
+
+    async def _release_leases(self) -> None:
+        """Give back what is left of every lease that admits no more and whose requests are all settled."""
+        assert self._leases is not None
+        for lease in self._leases.releasable():
+            try:
+                await self._ask(subjects.BILLING_LEASE, LeaseRequest(lease_id=lease.id, release=True))
+            except ServiceUnavailable:
+                log.warning("lease_not_released", lease_id=lease.id)  # billing expires it with its TTL
+
+    async def _release_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self._release_leases()
+
     def settle(self, settle: Settle) -> None:
         """Queue a settlement; it is retried until billing confirms it (idempotent by request id)."""
+        if self._leases is not None:
+            lease_id = self._leases.finish(settle.request_id, settle.cost_usd)
+            if lease_id is not None:
+                settle = msgspec.structs.replace(settle, lease_id=lease_id)
         self._settles.submit(settle)
 
     @property
     def backlog(self) -> int:
         return self._settles.backlog
 
+    @property
+    def open_leases(self) -> int:
+        return 0 if self._leases is None else self._leases.open
+
     def start(self) -> None:
         self._settles.start()
+        if self._leases is not None:
+            self._releaser = asyncio.get_running_loop().create_task(self._release_loop(), name="lease-releaser")
 
     async def _send(self, settles: list[Settle]) -> list[bool]:
-        """Send a batch of settlements back to back (one socket write) and wait for their replies together;
-        True for each one billing stored (or refused for good)."""
-        if self._inbox is None:
-            inbox = self._nc.new_inbox()
-            await self._nc.subscribe(f"{inbox}.*", cb=self._on_reply)
-            self._inbox = inbox
-        loop = asyncio.get_running_loop()
-        waiting: list[tuple[str, asyncio.Future[bytes | None]]] = []
-        for settle in settles:
-            self._sent += 1
-            token = str(self._sent)
-            reply: asyncio.Future[bytes | None] = loop.create_future()
-            self._replies[token] = reply
-            waiting.append((token, reply))
-            try:
-                await self._nc.publish(subjects.BILLING_SETTLE, codec.encode(settle), reply=f"{self._inbox}.{token}")
-            except Exception as exc:  # disconnected with a full buffer: it stays queued
-                log.warning("settle_not_sent", error=type(exc).__name__)
-                reply.set_result(None)
-        await asyncio.wait([reply for _, reply in waiting], timeout=self._timeout)
-        results = []
-        for settle, (token, reply) in zip(settles, waiting, strict=True):
-            del self._replies[token]
-            results.append(self._settled(settle, reply.result() if reply.done() else None))
-            reply.cancel()
+        """Send a batch of settlements as one message and wait for billing's one reply; True for each one
+        billing stored (or refused for good)."""
+        try:
+            reply = await self._nc.request(subjects.BILLING_SETTLE_BATCH, codec.encode(SettleBatch(tuple(settles))),
+                                           timeout=self._timeout)
+            replies = codec.decode(reply.data, SettleBatchReply).replies
+        except (NatsError, TimeoutError):  # no answer in time, nobody listening: it stays queued
+            return [False] * len(settles)
+        except msgspec.DecodeError:
+            log.error("settle_reply_undecodable", settlements=len(settles))
+            return [False] * len(settles)
+        if len(replies) != len(settles):
+            log.error("settle_reply_mismatch", settlements=len(settles), replies=len(replies))
+            return [False] * len(settles)
+        self._last_answer = time.monotonic()
+        results = [self._settled(settle, answer) for settle, answer in zip(settles, replies, strict=True)]
+        if self._leases is not None:
+            for settle, ok in zip(settles, results, strict=True):
+                if ok and settle.lease_id is not None:
+                    self._leases.settled(settle.lease_id)
         return results
 
-    def _settled(self, settle: Settle, data: bytes | None) -> bool:
-        if data is None:  # no answer in time, or nobody listening
-            return False
-        self._last_answer = time.monotonic()
-        try:
-            reply = codec.decode(data, SettleReply)
-        except msgspec.DecodeError:
-            log.error("settle_reply_undecodable", request_id=settle.request_id)
-            return False
+    @staticmethod
+    def _settled(settle: Settle, reply: SettleReply) -> bool:
         if not reply.ok and not reply.retryable:
             log.error("settle_rejected", request_id=settle.request_id, code=reply.code)
             return True
         return reply.ok
 
-    async def _on_reply(self, msg: Msg) -> None:
-        reply = self._replies.get(msg.subject.rpartition(".")[2])
-        if reply is not None and not reply.done():
-            # a status message instead of an answer: 503, nobody subscribes to BILLING_SETTLE
-            reply.set_result(None if msg.headers and "Status" in msg.headers and not msg.data else msg.data)
-
     async def close(self, timeout: float) -> None:
-        """Deliver queued settlements (up to `timeout` seconds), then stop."""
+        """Deliver queued settlements (up to `timeout` seconds), release the leases, then stop."""
+        if self._leases is not None:
+            self._leases.retire_all()
+        if self._releaser is not None:
+            self._releaser.cancel()
         await self._settles.close(timeout)
+        if self._leases is not None:
+            await self._release_leases()
+        for task in list(self._tasks):
+            task.cancel()

@@ -15,7 +15,18 @@ from nats.aio.msg import Msg
 from launcher import procs
 from launcher.nats import NatsServer
 from proto import codec, subjects
-from proto.billing import AdmitRequest, AuthReply, Settle, SettleReply
+from proto.billing import (
+    AdmitReply,
+    AdmitRequest,
+    AuthReply,
+    KeySettings,
+    LeaseReply,
+    LeaseRequest,
+    Settle,
+    SettleBatch,
+    SettleBatchReply,
+    SettleReply,
+)
 from services.proxy.billing_client import BillingClient
 from services.proxy.errors import ServiceUnavailable
 
@@ -72,13 +83,19 @@ async def test_grace_expires_and_unknown_keys_never_fail_open(nc: Client) -> Non
 async def test_settlements_are_retried_until_billing_confirms_each(nc: Client) -> None:
     answers: dict[str, int] = {}
 
-    async def settle(msg: Msg) -> None:  # refuses each settlement once (retryable), then stores it
-        request = codec.decode(msg.data, Settle)
+    batches: list[int] = []
+
+    def one(request: Settle) -> SettleReply:  # refuses each settlement once (retryable), then stores it
         answers[request.request_id] = answers.get(request.request_id, 0) + 1
         ok = answers[request.request_id] > 1
-        await msg.respond(codec.encode(SettleReply(ok=ok, retryable=not ok, code=None if ok else "ledger_busy")))
+        return SettleReply(ok=ok, retryable=not ok, code=None if ok else "ledger_busy")
 
-    await nc.subscribe(subjects.BILLING_SETTLE, cb=settle)
+    async def settle(msg: Msg) -> None:
+        batch = codec.decode(msg.data, SettleBatch)
+        batches.append(len(batch.settles))
+        await msg.respond(codec.encode(SettleBatchReply(tuple(one(request) for request in batch.settles))))
+
+    await nc.subscribe(subjects.BILLING_SETTLE_BATCH, cb=settle)
     client = BillingClient(nc, timeout_s=1.0)
     client.start()
     for i in range(30):
@@ -86,6 +103,7 @@ async def test_settlements_are_retried_until_billing_confirms_each(nc: Client) -
                              cost_usd=Decimal("0.001")))
     await client.close(10.0)
     assert answers == {f"r{i}": 2 for i in range(30)} and client.backlog == 0
+    assert len(batches) < 30  # settlements submitted together travel together
 
 
 async def test_settlements_wait_while_nobody_answers(nc: Client) -> None:
@@ -96,9 +114,97 @@ async def test_settlements_wait_while_nobody_answers(nc: Client) -> None:
     stored: list[str] = []
 
     async def settle(msg: Msg) -> None:
-        stored.append(codec.decode(msg.data, Settle).request_id)
-        await msg.respond(codec.encode(SettleReply(ok=True)))
+        batch = codec.decode(msg.data, SettleBatch).settles
+        stored.extend(request.request_id for request in batch)
+        await msg.respond(codec.encode(SettleBatchReply(tuple(SettleReply(ok=True) for _ in batch))))
 
-    await nc.subscribe(subjects.BILLING_SETTLE, cb=settle)
+    await nc.subscribe(subjects.BILLING_SETTLE_BATCH, cb=settle)
     await client.close(10.0)
     assert stored == ["r1"] and client.backlog == 0
+
+
+class FakeBilling:
+    """Billing's lease/admit/settle subjects on a real NATS, recording what the proxy's client sends."""
+
+    def __init__(self, nc: Client, *, grant: Decimal | None) -> None:
+        self.nc, self.grant = nc, grant
+        self.admits: list[str] = []
+        self.leases: list[LeaseRequest] = []
+        self.settles: list[Settle] = []
+
+    async def start(self) -> None:
+        await self.nc.subscribe(subjects.BILLING_ADMIT, cb=self._admit)
+        await self.nc.subscribe(subjects.BILLING_LEASE, cb=self._lease)
+        await self.nc.subscribe(subjects.BILLING_SETTLE_BATCH, cb=self._settle)
+
+    async def _admit(self, msg: Msg) -> None:
+        self.admits.append(codec.decode(msg.data, AdmitRequest).request_id)
+        await msg.respond(codec.encode(AdmitReply(admitted=True, api_key_id="key_1", organization_id="org_1")))
+
+    async def _lease(self, msg: Msg) -> None:
+        request = codec.decode(msg.data, LeaseRequest)
+        self.leases.append(request)
+        if request.release or self.grant is None:
+            reply = LeaseReply(granted=False, reason="released" if request.release else "rate_limited")
+        else:
+            reply = LeaseReply(granted=True, granted_usd=self.grant, ttl_s=5.0, api_key_id="key_1",
+                               organization_id="org_1", settings=KeySettings(dlp_policy="redact"))
+        await msg.respond(codec.encode(reply))
+
+    async def _settle(self, msg: Msg) -> None:
+        batch = codec.decode(msg.data, SettleBatch).settles
+        self.settles.extend(batch)
+        await msg.respond(codec.encode(SettleBatchReply(tuple(SettleReply(ok=True) for _ in batch))))
+
+
+def _request(i: int, usd: str = "0.01") -> AdmitRequest:
+    return AdmitRequest(request_id=f"req{i}", reserve_usd=Decimal(usd), api_key=KEY)
+
+
+async def test_a_lease_admits_locally_within_its_grant_and_settlements_carry_it(nc: Client) -> None:
+    billing = FakeBilling(nc, grant=Decimal("0.05"))
+    await billing.start()
+    client = BillingClient(nc, timeout_s=1.0)
+    client.start()
+    first = await client.admit(_request(0))  # no lease yet: billing admits it, and a lease is asked for
+    assert first.admitted and billing.admits == ["req0"]
+    await asyncio.sleep(0.2)
+    replies = [await client.admit(_request(i)) for i in range(1, 8)]
+    # 0.05 USD of lease holds five 0.01 worst cases; the sixth and seventh go to billing
+    assert billing.admits == ["req0", "req6", "req7"] and client.leased_admissions == 5
+    assert all(r.admitted for r in replies) and replies[0].settings == KeySettings(dlp_policy="redact")
+    lease_id = billing.leases[0].lease_id
+    assert billing.leases[0].want_usd >= Decimal("0.01") and billing.leases[0].min_usd == Decimal("0.01")
+    for i in range(8):
+        client.settle(Settle(request_id=f"req{i}", api_key_id="key_1", organization_id="org_1",
+                             cost_usd=Decimal("0.002")))
+    await client.close(5.0)
+    by_request = {s.request_id: s.lease_id for s in billing.settles}
+    assert by_request == {"req0": None, "req6": None, "req7": None, **{f"req{i}": lease_id for i in range(1, 6)}}
+    asked = [r.lease_id for r in billing.leases if not r.release]  # the first, and a renewal as it ran low
+    released = [r.lease_id for r in billing.leases if r.release]
+    assert sorted(released) == sorted(asked) and lease_id in released  # each given back once all are settled
+    assert client.open_leases == 0
+
+
+async def test_a_declined_lease_leaves_every_request_to_billing(nc: Client) -> None:
+    billing = FakeBilling(nc, grant=None)
+    await billing.start()
+    client = BillingClient(nc, timeout_s=1.0)
+    client.start()
+    for i in range(5):
+        assert (await client.admit(_request(i))).admitted
+        await asyncio.sleep(0.05)
+    await client.close(5.0)
+    assert billing.admits == [f"req{i}" for i in range(5)] and client.leased_admissions == 0
+    assert len([r for r in billing.leases if not r.release]) == 1  # declined: not asked again at once
+
+
+async def test_leases_off_never_asks(nc: Client) -> None:
+    billing = FakeBilling(nc, grant=Decimal(1))
+    await billing.start()
+    client = BillingClient(nc, timeout_s=1.0, leases=False)
+    for i in range(3):
+        await client.admit(_request(i))
+        await asyncio.sleep(0.05)
+    assert billing.leases == [] and len(billing.admits) == 3
