@@ -11,7 +11,8 @@ OPEN = "open"
 
 
 class AttemptReport(msgspec.Struct, frozen=True):
-    """One upstream attempt, published by a proxy on ROUTER_ATTEMPTS (fire and forget).
+    """One upstream attempt, published by a proxy inside an AttemptBatch on ROUTER_ATTEMPTS_BATCH (proxies
+    before batching published each one alone on ROUTER_ATTEMPTS; the router still accepts that).
 
     `status_code` is the upstream's status, or the proxy's stand-in when there was none (502 connect
     error, 504 timeout, 499 caller gone); `error_type` is `timeout`, a connection error class name,
@@ -30,6 +31,19 @@ class AttemptReport(msgspec.Struct, frozen=True):
     @property
     def route(self) -> str:
         return f"{self.provider}/{self.upstream_model}"
+
+
+class AttemptBatch(msgspec.Struct, frozen=True):
+    """The attempt reports a proxy queued during one send tick, published as one message on
+    ROUTER_ATTEMPTS_BATCH (fire and forget) instead of one ROUTER_ATTEMPTS message per attempt.
+
+    `reports` are in the order the proxy queued them; the router handles each exactly as a single report.
+    A proxy splits a tick's reports over several batches when one would be too large (see
+    services/router/client.py: at most 2,000 reports or about 512 KiB each). An empty batch is valid (and
+    means nothing); a message without `reports` is malformed. New fields get defaults (schema evolution).
+    """
+
+    reports: tuple[AttemptReport, ...]
 
 
 class RouteHealth(msgspec.Struct, frozen=True):

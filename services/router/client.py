@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 
 import msgspec
@@ -15,17 +15,50 @@ from nats.aio.subscription import Subscription
 
 from catalog.schema import Catalog
 from proto import codec, subjects
-from proto.routing import CLOSED, HALF_OPEN, OPEN, AttemptReport, HealthSnapshot, RouteHealth
+from proto.routing import CLOSED, HALF_OPEN, OPEN, AttemptBatch, AttemptReport, HealthSnapshot, RouteHealth
 from services.common.logs import get_logger
 from services.common.retry_queue import SEND_TICK_S, until_tick
 from services.router import policy
 from services.router.policy import CatalogIndex, Decision
 from services.router.rules import EMPTY, CompiledRules, RequestFacts, parse_tags, request_facts
 
-__all__ = ["Decision", "RequestFacts", "RoutingView", "parse_tags", "request_facts"]
+__all__ = ["Decision", "RequestFacts", "RoutingView", "encode_batches", "parse_tags", "request_facts"]
 
 log = get_logger()
 _SNAPSHOT = msgspec.json.Decoder(HealthSnapshot)
+
+# One tick's reports leave as one AttemptBatch unless that would be bigger than this: then as several, each
+# within both limits (NATS' default max_payload is 1 MiB; a report is ~150 bytes, so 2,000 fit ~300 KiB).
+MAX_BATCH_REPORTS = 2_000
+MAX_BATCH_BYTES = 512 * 1024
+
+
+def encode_batches(reports: Sequence[AttemptReport], *, max_reports: int = MAX_BATCH_REPORTS,
+                   max_bytes: int = MAX_BATCH_BYTES) -> list[tuple[bytes, int]]:
+    """`reports`, in order, as encoded AttemptBatch messages of at most `max_reports` reports and `max_bytes`
+    bytes each; with each message, how many reports it holds. Each chunk of `max_reports` is encoded once;
+    only a chunk found too large is split evenly into as many parts as its size calls for and re-encoded. A
+    single report larger than `max_bytes` still gets a batch of its own (the publish may then refuse it)."""
+    if max_reports < 1:
+        raise ValueError("max_reports must be at least 1")
+    batches: list[tuple[bytes, int]] = []
+    for start in range(0, len(reports), max_reports):
+        _encode_within(reports[start:start + max_reports], max_bytes, batches)
+    return batches
+
+
+def _encode_within(reports: Sequence[AttemptReport], max_bytes: int, batches: list[tuple[bytes, int]]) -> None:
+    data = codec.encode(AttemptBatch(tuple(reports)))
+    if len(data) <= max_bytes or len(reports) == 1:
+        batches.append((data, len(reports)))
+        return
+    parts = min(len(reports), max(2, -(-len(data) // max_bytes)))
+    size, extra = divmod(len(reports), parts)
+    start = 0
+    for part in range(parts):
+        end = start + size + (part < extra)
+        _encode_within(reports[start:end], max_bytes, batches)
+        start = end
 
 
 class RoutingView:
@@ -54,7 +87,7 @@ class RoutingView:
         self._heard_wall = 0.0
         self._probes: dict[str, tuple[float, float]] = {}  # route -> (open period id, probe sent at)
         self._sub: Subscription | None = None
-        self._outbox: list[bytes] = []  # encoded reports waiting for the next send
+        self._outbox: list[AttemptReport] = []  # prepared reports waiting for the next tick's batch
         self._sending: asyncio.Task[None] | None = None
         self.reports_dropped = 0
 
@@ -111,19 +144,20 @@ class RoutingView:
             self._probes.pop(first.key, None)
 
     async def report(self, attempt: AttemptReport) -> None:
-        """Publish one attempt's outcome to the router now (core NATS, no acknowledgement); never raises.
-        `timestamp_ms` (the attempt's start) is filled in from `latency_ms` when left at 0."""
-        await self._publish(self._prepare(attempt))
+        """Publish one attempt's outcome to the router now, as a batch of one (core NATS, no acknowledgement);
+        never raises. `timestamp_ms` (the attempt's start) is filled in from `latency_ms` when left at 0."""
+        await self._send([self._prepare(attempt)])
 
     def report_nowait(self, attempt: AttemptReport) -> None:
-        """`report` from synchronous code (e.g. where the proxy appends a trace Attempt): queued and published
-        with the other reports (and the proxy's other background messages) at the next `SEND_TICK_S` tick."""
+        """`report` from synchronous code (e.g. where the proxy appends a trace Attempt): queued, and published
+        at the next `SEND_TICK_S` tick in one AttemptBatch with every other report queued meanwhile (and in the
+        same socket write as the proxy's other background messages)."""
         self._outbox.append(self._prepare(attempt))
         if self._sending is None:
             self._sending = asyncio.get_running_loop().create_task(self._send_soon(), name="attempt-reports")
 
-    def _prepare(self, attempt: AttemptReport) -> bytes:
-        """Claim the half-open probe the attempt was (local bookkeeping), stamp its start, encode it."""
+    def _prepare(self, attempt: AttemptReport) -> AttemptReport:
+        """Claim the half-open probe the attempt was (local bookkeeping) and stamp its start."""
         key = attempt.route
         health = self._health.get(key)
         now = self._clock()
@@ -131,7 +165,7 @@ class RoutingView:
             self._probes.setdefault(key, (self._period(key), now))
         if not attempt.timestamp_ms:
             attempt = msgspec.structs.replace(attempt, timestamp_ms=int(self._wall() * 1000 - attempt.latency_ms))
-        return codec.encode(attempt)
+        return attempt
 
     async def _send_soon(self) -> None:
         try:  # on the same ticks as the proxy's other background senders: one socket write for all of them
@@ -142,16 +176,28 @@ class RoutingView:
 
     async def _send_outbox(self) -> None:
         outbox, self._outbox = self._outbox, []
-        for data in outbox:
-            await self._publish(data)
+        if outbox:
+            await self._send(outbox)
 
-    async def _publish(self, data: bytes) -> None:
+    async def _send(self, reports: Sequence[AttemptReport]) -> None:
+        """Publish `reports` as AttemptBatch messages on ROUTER_ATTEMPTS_BATCH (one unless too large)."""
         try:
-            await self._nc.publish(subjects.ROUTER_ATTEMPTS, data)
-        except Exception as exc:  # disconnected with a full buffer, closed connection: health is best effort
-            self.reports_dropped += 1
-            if self.reports_dropped in (1, 10, 100, 1000) or self.reports_dropped % 10_000 == 0:
-                log.warning("attempt_report_dropped", error=type(exc).__name__, dropped=self.reports_dropped)
+            batches = encode_batches(reports)
+        except Exception as exc:  # cannot happen with well-typed reports; health is best effort all the same
+            self._dropped(len(reports), exc)
+            return
+        for data, count in batches:
+            try:
+                await self._nc.publish(subjects.ROUTER_ATTEMPTS_BATCH, data)
+            except Exception as exc:  # disconnected with a full buffer, closed connection: health is best effort
+                self._dropped(count, exc)
+
+    def _dropped(self, count: int, exc: Exception) -> None:
+        """Count `count` reports lost; log when the total reaches 1, 10, 100, 1000 or passes a multiple of 10,000."""
+        before = self.reports_dropped
+        self.reports_dropped = after = before + count
+        if any(before < mark <= after for mark in (1, 10, 100, 1000)) or after // 10_000 > before // 10_000:
+            log.warning("attempt_report_dropped", error=type(exc).__name__, dropped=after, batch=count)
 
     def status(self) -> dict[str, object]:
         """Readiness detail: `router` is `live`, `stale since <time>` or `no snapshot yet`. No booleans, so

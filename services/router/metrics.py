@@ -30,6 +30,10 @@ class RouterMetrics:
                                      "rejected)", ("result",), registry=self.registry)
         self.bad_reports = Counter("routeur_router_bad_reports", "Attempt reports that could not be decoded",
                                    registry=self.registry)
+        self.report_batches = Counter("routeur_router_report_batches", "Attempt report batches received",
+                                      registry=self.registry)
+        self.bad_batches = Counter("routeur_router_bad_report_batches", "Attempt report batches that could not be "
+                                   "decoded (their reports are lost)", registry=self.registry)
 
     def observe_snapshot(self, version: int, routes: tuple[RouteHealth, ...], label: dict[str, str]) -> None:
         """Gauges from a published snapshot; `label` maps route keys to their metric label."""

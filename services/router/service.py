@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from proto import codec, subjects
-from proto.routing import CLOSED, AttemptReport, HealthSnapshot, RuleSet
+from proto.routing import CLOSED, AttemptBatch, AttemptReport, HealthSnapshot, RuleSet
 from services.common.health import add_health_routes
 from services.common.ids import new_ulid
 from services.common.logs import get_logger
@@ -28,6 +28,7 @@ from services.router.watch import RulesFile
 
 log = get_logger()
 _ATTEMPT = msgspec.json.Decoder(AttemptReport)
+_BATCH = msgspec.json.Decoder(AttemptBatch)
 _TICK_S = 0.2  # how often cool-downs are checked (a breaker turns half-open at most this late)
 
 
@@ -59,6 +60,7 @@ class Router:
         self._subs: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._kv_task: asyncio.Task[bool] | None = None
+        self._bad_messages = 0
         if previous is not None:
             self.book.restore(previous.routes, published_at=previous.published_at)
 
@@ -67,7 +69,10 @@ class Router:
         subscribe, publish a first snapshot, start the publish and reload loops."""
         if self._file is not None:
             await self._load_initial(self._file)
-        self._subs.append(await self._nc.subscribe(subjects.ROUTER_ATTEMPTS, cb=self._on_attempt))
+        # Proxies send one AttemptBatch per send tick. The single-report subject stays subscribed, with the
+        # same handler, for proxies from before batching during a rolling upgrade (drop it once none are left).
+        self._subs.append(await self._nc.subscribe(subjects.ROUTER_ATTEMPTS_BATCH, cb=self._on_attempts))
+        self._subs.append(await self._nc.subscribe(subjects.ROUTER_ATTEMPTS, cb=self._on_attempts))
         self._subs.append(await self._nc.subscribe(subjects.ping_subject("router"), cb=self._on_ping))
         await self.publish()
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="router-publish"))
@@ -137,12 +142,31 @@ class Router:
     async def _on_ping(self, msg: Msg) -> None:
         await msg.respond(b"pong")
 
-    async def _on_attempt(self, msg: Msg) -> None:
+    async def _on_attempts(self, msg: Msg) -> None:
+        """ROUTER_ATTEMPTS_BATCH (an AttemptBatch) or ROUTER_ATTEMPTS (one AttemptReport, older proxies).
+        An undecodable message is counted and logged without its content, and changes nothing."""
+        batch = msg.subject == subjects.ROUTER_ATTEMPTS_BATCH
         try:
-            report = _ATTEMPT.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            self.metrics.bad_reports.inc()
+            reports = _BATCH.decode(msg.data).reports if batch else (_ATTEMPT.decode(msg.data),)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._bad_message(batch, len(msg.data), exc)
             return
+        if batch:
+            self.metrics.report_batches.inc()
+        for report in reports:
+            self.record(report)
+
+    def _bad_message(self, batch: bool, size: int, exc: Exception) -> None:
+        counter = self.metrics.bad_batches if batch else self.metrics.bad_reports
+        counter.inc()
+        self._bad_messages += 1
+        if self._bad_messages <= 10 or self._bad_messages % 1000 == 0:  # a broken sender must not flood the log
+            # The error's class only: msgspec's messages may quote a value of the payload.
+            log.warning("attempt_report_undecodable", subject=subjects.ROUTER_ATTEMPTS_BATCH if batch else
+                        subjects.ROUTER_ATTEMPTS, error=type(exc).__name__, bytes=size, seen=self._bad_messages)
+
+    def record(self, report: AttemptReport) -> None:
+        """Feed one attempt's outcome to the health book (whichever message it came in)."""
         outcome, changes = self.book.record_attempt(report)
         self.metrics.attempts.labels(self._labels.get(report.route, "other"), outcome).inc()
         if outcome != "ignored":

@@ -1,4 +1,5 @@
-"""A real nats-server and a real router process: breakers seen by RoutingView, probes, rules hot reload, outages."""
+"""A real nats-server and a real router process: breakers seen by RoutingView, probes, rules hot reload, outages,
+attempt reports in batches (and single, from older proxies), malformed batches."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from typing import Any, TypeVar
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from catalog import loader
 from catalog.schema import Catalog
 from launcher import procs
 from launcher.nats import NatsServer
-from proto.routing import HALF_OPEN, OPEN, AttemptReport, RouteHealth
+from proto import codec, subjects
+from proto.routing import HALF_OPEN, OPEN, AttemptBatch, AttemptReport, RouteHealth
 from services.router.client import Decision, RequestFacts, RoutingView
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,6 +219,66 @@ async def test_a_failed_probe_reopens_with_a_longer_cool_down(
     second = await eventually(lambda: health_of(view, route, opens=2))
     assert second.state == OPEN and 1.0 < second.retry_in_s <= 2.0
     assert first_key(view, "claude-sonnet-4") == "bedrock/anthropic.claude-sonnet-4-20250514-v1:0"
+
+
+async def test_failures_queued_in_one_tick_reach_the_router_as_one_batch_and_open_the_breaker(
+        nats_server: NatsServer, routers: Callable[..., RouterProcess], connect: Callable[..., Any]) -> None:
+    router = routers()
+    view: RoutingView = await connect()
+    await eventually(lambda: view.live)
+    route = "mistral/mistral-small-latest"
+    assert first_key(view, "mistral-small") == route
+    heard: list[AttemptBatch] = []
+
+    async def on_batch(msg: Msg) -> None:
+        heard.append(codec.decode(msg.data, AttemptBatch))
+
+    listener = await nats.connect(nats_server.url)
+    await listener.subscribe(subjects.ROUTER_ATTEMPTS_BATCH, cb=on_batch)
+    await listener.flush()
+    try:
+        for _ in range(3):  # as the proxy does after each attempt: queued, sent at the next 20 ms tick
+            view.report_nowait(AttemptReport("mistral", "mistral-small-latest", 503, 12.0, error_type="http_error"))
+        await eventually(lambda: first_key(view, "mistral-small") != route, timeout=2.0)
+        assert [c.key for c in view.decide(RequestFacts(model="mistral-small")).candidates] == [
+            "together/mistralai/Mistral-Small-24B-Instruct-2501"]
+        assert [[r.route for r in batch.reports] for batch in heard] == [[route] * 3]  # one message, 3 reports
+        assert router.metric("routeur_router_report_batches_total") == 1.0
+        assert router.metric("routeur_router_attempts_total", route=route, outcome="failure") == 3.0
+        assert router.metric("routeur_router_breaker_state", route=route) == 2.0
+    finally:
+        await listener.close()
+
+
+async def test_a_malformed_batch_does_not_kill_the_router_and_older_proxies_are_still_heard(
+        nats_server: NatsServer, routers: Callable[..., RouterProcess], connect: Callable[..., Any]) -> None:
+    router = routers()
+    view: RoutingView = await connect()
+    await eventually(lambda: view.live)
+    secret = "sk-this-must-not-reach-the-log"
+    nc = await nats.connect(nats_server.url)
+    try:
+        await nc.publish(subjects.ROUTER_ATTEMPTS_BATCH, b"{not json " + secret.encode())
+        await nc.publish(subjects.ROUTER_ATTEMPTS_BATCH, b'{"reports": [{"provider": "' + secret.encode() + b'"}]}')
+        await nc.publish(subjects.ROUTER_ATTEMPTS_BATCH, codec.encode(  # a lone report on the batch subject
+            AttemptReport("groq", "llama-3.3-70b-versatile", 503, 1.0, error_type=secret)))
+        # a proxy from before batching, during a rolling upgrade: one report per message on ROUTER_ATTEMPTS
+        for _ in range(3):
+            await nc.publish(subjects.ROUTER_ATTEMPTS, codec.encode(
+                AttemptReport("groq", "llama-3.3-70b-versatile", 503, 12.0, error_type="http_error")))
+        await nc.flush()
+        await eventually(lambda: first_key(view, "llama-3.3-70b") != "groq/llama-3.3-70b-versatile", timeout=3.0)
+    finally:
+        await nc.close()
+    assert router.proc is not None and router.proc.poll() is None and router.ready()["ready"] is True
+    assert router.metric("routeur_router_bad_report_batches_total") == 3.0
+    assert router.metric("routeur_router_attempts_total", route="groq/llama-3.3-70b-versatile",
+                         outcome="failure") == 3.0
+    # batches keep working after the bad ones
+    await fail(view, "openai", "gpt-4o", 3)
+    await eventually(lambda: first_key(view, "gpt-4o") == "azure/gpt-4o", timeout=2.0)
+    log = router.log_path.read_text()
+    assert log.count("attempt_report_undecodable") == 3 and secret not in log
 
 
 async def test_rules_edits_apply_without_restart_and_bad_edits_keep_the_last_good_rules(

@@ -1,17 +1,34 @@
-"""RoutingView without a server: snapshot ordering, local probes, staleness, wire compatibility."""
+"""RoutingView without a server: snapshot ordering, local probes, staleness, batched attempt reports, wire
+compatibility."""
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
+from collections.abc import Collection
+from typing import Any, cast
 
+import msgspec
 import pytest
 from nats.aio.client import Client
 
 from catalog import loader
-from proto import codec
-from proto.routing import HALF_OPEN, OPEN, Action, AttemptReport, HealthSnapshot, Match, RouteHealth, Rule, RuleSet
-from services.router.client import RequestFacts, RoutingView
+from proto import codec, subjects
+from proto.routing import (
+    HALF_OPEN,
+    OPEN,
+    Action,
+    AttemptBatch,
+    AttemptReport,
+    HealthSnapshot,
+    Match,
+    RouteHealth,
+    Rule,
+    RuleSet,
+)
+from services.router import client as client_module
+from services.router.client import MAX_BATCH_BYTES, MAX_BATCH_REPORTS, RequestFacts, RoutingView, encode_batches
 from services.router.errors import UnknownModel
 
 PROVIDERS = ("openai", "azure", "anthropic", "bedrock")
@@ -104,17 +121,143 @@ def test_stale_when_the_router_goes_quiet(view: RoutingView, clocks: tuple[FakeC
 async def test_reports_never_raise(view: RoutingView) -> None:
     await view.report(AttemptReport("openai", "gpt-4o-mini", 503, 12.0, error_type="http_error"))
     assert view.reports_dropped == 1  # not connected: counted, not raised
-    view.report_nowait(AttemptReport("openai", "gpt-4o-mini", 200, 12.0))
+    for latency in (12.0, 13.0, 14.0):
+        view.report_nowait(AttemptReport("openai", "gpt-4o-mini", 200, latency))
     await view.stop()
-    assert view.reports_dropped == 2
+    assert view.reports_dropped == 4  # one failed batch of three: every report in it counted
+
+
+class RecordingNats:
+    """Stands in for the NATS client: records publishes; the publishes numbered in `fail` (1-based) raise."""
+
+    def __init__(self, fail: Collection[int] = ()) -> None:
+        self.published: list[tuple[str, bytes]] = []
+        self.fail = set(fail)
+        self.calls = 0
+
+    async def publish(self, subject: str, payload: bytes = b"", **_: Any) -> None:
+        self.calls += 1
+        if self.calls in self.fail:
+            raise ConnectionError("output buffer full")
+        self.published.append((subject, payload))
+
+    def batches(self) -> list[AttemptBatch]:
+        assert all(subject == subjects.ROUTER_ATTEMPTS_BATCH for subject, _ in self.published), self.published
+        return [codec.decode(data, AttemptBatch) for _, data in self.published]
+
+
+def recording_view(nc: RecordingNats) -> RoutingView:
+    return RoutingView(cast(Client, nc), catalog=loader.load(), providers=PROVIDERS, wall=lambda: 1_700_000_000.0)
+
+
+async def settle(view: RoutingView) -> None:
+    """Wait until the queued reports' tick has been sent, then one more tick (nothing else must follow)."""
+    while view._sending is not None:  # noqa: SLF001 - the tick task, to wait for it rather than guess
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+
+
+def report(i: int, status_code: int = 200, **fields: Any) -> AttemptReport:
+    return AttemptReport("openai", "gpt-4o-mini", status_code, float(i), **fields)
+
+
+async def test_reports_queued_within_one_tick_leave_as_one_batch_message() -> None:
+    nc = RecordingNats()
+    view = recording_view(nc)
+    for i in range(7):
+        view.report_nowait(report(i))
+    assert nc.published == []  # nothing before the tick
+    await settle(view)
+    (batch,) = nc.batches()  # one message on ROUTER_ATTEMPTS_BATCH, none on ROUTER_ATTEMPTS
+    assert [r.latency_ms for r in batch.reports] == [float(i) for i in range(7)]  # in the order queued
+    assert [r.timestamp_ms for r in batch.reports] == [1_700_000_000_000 - i for i in range(7)]  # start stamped
+    view.report_nowait(report(7, timestamp_ms=42))  # a later tick: a batch of its own; a given start is kept
+    await settle(view)
+    assert [[r.timestamp_ms for r in b.reports] for b in nc.batches()[1:]] == [[42]]
+    await view.report(report(8, status_code=503, error_type="http_error"))  # immediate: a batch of one
+    last = nc.batches()[-1]
+    assert len(nc.published) == 3 and [(r.status_code, r.latency_ms) for r in last.reports] == [(503, 8.0)]
+    await view.stop()
+    assert len(nc.published) == 3 and view.reports_dropped == 0  # stop with an empty outbox sends nothing
+
+
+async def test_a_large_tick_is_split_and_a_failed_batch_counts_all_its_reports() -> None:
+    nc = RecordingNats(fail=(2,))
+    view = recording_view(nc)
+    for i in range(4_500):
+        view.report_nowait(report(i))
+    await settle(view)
+    assert nc.calls == 3  # 2,000 + 2,000 + 500; the second publish failed
+    assert [len(b.reports) for b in nc.batches()] == [2_000, 500]
+    assert [r.latency_ms for r in nc.batches()[1].reports] == [float(i) for i in range(4_000, 4_500)]
+    assert view.reports_dropped == 2_000 and view.status()["reports_dropped"] == 2_000
+    await view.stop()
+
+
+async def test_stop_sends_what_is_queued_before_the_tick() -> None:
+    nc = RecordingNats()
+    view = recording_view(nc)
+    view.report_nowait(report(1))
+    view.report_nowait(report(2))
+    await view.stop()
+    assert [[r.latency_ms for r in b.reports] for b in nc.batches()] == [[1.0, 2.0]]
+
+
+def test_encode_batches_respects_both_limits_and_keeps_the_order() -> None:
+    assert encode_batches([]) == []
+    reports = [report(i) for i in range(7)]
+    by_count = encode_batches(reports, max_reports=3)
+    assert [count for _, count in by_count] == [3, 3, 1]
+    assert [r for data, _ in by_count for r in codec.decode(data, AttemptBatch).reports] == reports
+    one = len(codec.encode(AttemptBatch((report(0),))))
+    by_size = encode_batches(reports, max_bytes=3 * one)  # a few reports per message, whatever the count limit
+    assert len(by_size) > 2 and all(len(data) <= 3 * one for data, _ in by_size)
+    assert [r for data, _ in by_size for r in codec.decode(data, AttemptBatch).reports] == reports
+    assert [len(codec.decode(data, AttemptBatch).reports) for data, _ in by_size] == [n for _, n in by_size]
+    alone = encode_batches(reports[:2], max_bytes=10)  # a report bigger than the limit still goes, alone
+    assert [count for _, count in alone] == [1, 1]
+    with pytest.raises(ValueError, match="max_reports"):
+        encode_batches(reports, max_reports=0)
+
+
+def test_encode_batches_default_limits() -> None:
+    small = [report(i) for i in range(4_500)]
+    assert [count for _, count in encode_batches(small)] == [MAX_BATCH_REPORTS, MAX_BATCH_REPORTS, 500]
+    big = [report(i, error_type="x" * 1_000) for i in range(MAX_BATCH_REPORTS)]  # ~2 MiB in one would be too big
+    batches = encode_batches(big)
+    assert len(batches) >= 4 and all(len(data) <= MAX_BATCH_BYTES for data, _ in batches)
+    assert sum(count for _, count in batches) == MAX_BATCH_REPORTS
+    assert [r for data, _ in batches for r in codec.decode(data, AttemptBatch).reports] == big
+
+
+def test_dropped_reports_are_logged_at_milestones_not_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    logged: list[dict[str, Any]] = []
+
+    class Log:
+        def warning(self, event: str, **fields: Any) -> None:
+            logged.append({"event": event, **fields})
+
+    monkeypatch.setattr(client_module, "log", Log())
+    view = recording_view(RecordingNats())
+    for count in (1, 5, 3, 1, 2_000, 7_990, 1, 1):
+        view._dropped(count, ConnectionError())  # noqa: SLF001
+    # totals 1, 6, 9, 10, 2010, 10000, 10001, 10002: logged when reaching 1, 10, (100 and 1000), 10,000
+    assert [(entry["dropped"], entry["batch"]) for entry in logged] == [(1, 1), (10, 1), (2_010, 2_000),
+                                                                        (10_000, 7_990)]
+    assert view.reports_dropped == 10_002 and logged[0]["error"] == "ConnectionError"
 
 
 def test_yesterdays_messages_decode_with_todays_schema() -> None:
     old = codec.decode(b'{"version": 3, "routes": [{"route": "openai/gpt-4o", "state": "open"}]}', HealthSnapshot)
     assert old.routes[0].retry_in_s == 0.0 and old.rules == RuleSet() and old.probe_timeout_s == 30.0
-    report = codec.decode(b'{"provider": "openai", "upstream_model": "gpt-4o", "status_code": 200, '
+    single = codec.decode(b'{"provider": "openai", "upstream_model": "gpt-4o", "status_code": 200, '
                           b'"latency_ms": 5.5}', AttemptReport)
-    assert report.route == "openai/gpt-4o" and report.timestamp_ms == 0
+    assert single.route == "openai/gpt-4o" and single.timestamp_ms == 0
+    batch = codec.decode(b'{"reports": [{"provider": "openai", "upstream_model": "gpt-4o", "status_code": 200, '
+                         b'"latency_ms": 5.5}], "added_later": 1}', AttemptBatch)  # unknown fields tolerated
+    assert batch.reports == (single,) and codec.decode(b'{"reports": []}', AttemptBatch).reports == ()
+    with pytest.raises(msgspec.ValidationError):  # a lone report is not a batch
+        codec.decode(codec.encode(single), AttemptBatch)
     full = snapshot(2, RouteHealth("a/b", latency_ms=3.0), rules=RuleSet(rules=(Rule("r", Action(model="m")),)))
     assert codec.decode(codec.encode(full), HealthSnapshot) == full
 
