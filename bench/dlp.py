@@ -99,7 +99,7 @@ def _text_kb(body: dict[str, Any]) -> float:
     return total / 1024
 
 
-def _time(fn: Callable[[], Any], *, seconds: float = 0.25, repeats: int = 5) -> float:
+def time_call(fn: Callable[[], Any], *, seconds: float = 0.25, repeats: int = 5) -> float:
     """Best-of-`repeats` seconds per call, each repeat running enough calls to last about `seconds`."""
     calls = 1
     while True:
@@ -155,19 +155,19 @@ def run() -> dict[str, Any]:
         row = {}
         for kind, body in bodies.items():
             fn = (lambda b=body: _blocked(b)) if name == "block" else (lambda b=body, p=policy: apply(b, p))
-            row[kind] = round(_time(fn) * 1e6 / _text_kb(body), 2)
+            row[kind] = round(time_call(fn) * 1e6 / _text_kb(body), 2)
         result[name] = row
     redaction = apply(bodies["pii_dense"], BUILTIN_POLICIES["redact_restore"])
     answer = redaction.body["messages"][-1]["content"] * 2  # an answer as long as two prompts, full of placeholders
     answer_kb = len(answer.encode()) / 1024
     completion = {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]}
-    result["restore_completion"] = round(_time(lambda: restore_completion(completion, redaction.mapping)) * 1e6
+    result["restore_completion"] = round(time_call(lambda: restore_completion(completion, redaction.mapping)) * 1e6
                                          / answer_kb, 2)
     events = _answer_events(answer)
-    result["stream_restore_us_per_event"] = round(_time(lambda: _stream(events, redaction.mapping)) * 1e6
+    result["stream_restore_us_per_event"] = round(time_call(lambda: _stream(events, redaction.mapping)) * 1e6
                                                   / len(events), 2)
     clean_events = _answer_events(_USER_CLEAN * 2)
-    result["stream_restore_clean_us_per_event"] = round(_time(lambda: _stream(clean_events, redaction.mapping))
+    result["stream_restore_clean_us_per_event"] = round(time_call(lambda: _stream(clean_events, redaction.mapping))
                                                         * 1e6 / len(clean_events), 2)
     return result
 
