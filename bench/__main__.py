@@ -158,8 +158,11 @@ class Bench:
             extra = {"LOG_LEVEL": "WARNING", "CLICKHOUSE_URL": f"chdb://{self.data_dir / 'clickhouse'}",
                      "OBJECT_STORE_URL": f"file://{self.data_dir / 'objects'}",
                      **{var: "" for var in _PROVIDER_KEY_VARS}}
-            stack = Stack(StackConfig(data_dir=self.data_dir, proxy_port=0, emulator="on", extra_env=extra))
-            log(f"starting the stack in {self.data_dir}")
+            # PROXY_WORKERS > 1 needs a fixed port: one free now (the workers share it with SO_REUSEPORT)
+            port = procs.free_port() if self.args.proxy_workers > 1 else 0
+            stack = Stack(StackConfig(data_dir=self.data_dir, proxy_port=port, emulator="on", extra_env=extra,
+                                      proxy_workers=self.args.proxy_workers))
+            log(f"starting the stack in {self.data_dir} (proxy workers: {self.args.proxy_workers})")
             stack.start()
             self.stack = stack
             info = stack.info()
@@ -172,7 +175,7 @@ class Bench:
         self.static_up = Upstream("static", self.static.url)
         self.result["config"] = {
             "mode": "running stack" if self.args.use_running else "own stack (temp data dir, LOG_LEVEL=WARNING)",
-            "only": self.args.only,
+            "only": self.args.only, "proxy_workers": self.args.proxy_workers,
             "rates": self.rates, "scale": self.scale, "p99_bound_ms": self.args.p99_bound_ms,
             "step_s": self.step_s, "loadgen_cpu": cpu, "pipeline": PIPELINE, "model": MODEL,
         }
@@ -248,16 +251,33 @@ class Bench:
                 if (getattr(child, "service", "") or name) == "proxy"]
 
     def settle(self, timeout: float = 20.0) -> None:
-        """Wait until the proxy's trace queue is empty, so one run's backlog does not load the next."""
+        """Wait until the proxy's trace queue is empty, so one run's backlog does not load the next. With several
+        workers each probe (a new connection) lands on one of them: wait for a run of empty answers."""
+        workers = self.args.proxy_workers
+        needed, empty = (1 if workers == 1 else 4 * workers), 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if _get_json(f"{self.endpoints.proxy_url}/readyz").get("trace_backlog", 1) == 0:
+            empty = empty + 1 if _get_json(f"{self.endpoints.proxy_url}/readyz").get("trace_backlog", 1) == 0 else 0
+            if empty >= needed:
                 break
-            time.sleep(0.1)
+            time.sleep(0.1 if empty == 0 else 0.02)
         time.sleep(0.3)
 
+    def proxy_worker_pids(self) -> list[int]:
+        """The worker processes under each proxy supervisor (empty with one worker per proxy)."""
+        if self.stack is None or self.args.proxy_workers == 1:
+            return []
+        found = []
+        for name in self.proxy_children():
+            proc = self.stack.children[name].proc
+            if proc is not None:
+                found += [pid for pid in procstat.descendants(proc.pid) if pid != proc.pid]
+        return found
+
     def cpu_start(self) -> tuple[procstat.CpuMeter, procstat.Interference]:
-        meter = procstat.CpuMeter(self.pids())
+        pids = self.pids()
+        pids |= {f"proxy worker {pid}": [pid] for pid in self.proxy_worker_pids()}  # how the load spread
+        meter = procstat.CpuMeter(pids)
         meter.start()
         return meter, procstat.Interference()
 
@@ -268,9 +288,10 @@ class Bench:
         used = meter.stop()
         others = interference.stop()
         n = max(1, requests)
+        workers = {name: used.pop(name) for name in list(used) if name.startswith("proxy worker ")}
         routeur = {name: s * 1000 / n for name, s in used.items() if name not in ("emulator", "static", "loadgen")}
         self.result["cpu"][label] = {
-            "requests": n, "cpu_s": used,
+            "requests": n, "cpu_s": used, "proxy_worker_cpu_s": sorted(workers.values(), reverse=True),
             "per_process_ms": {k: round(v, 4) for k, v in sorted(routeur.items())},
             "routeur_total_ms": round(sum(routeur.values()), 4),
             "upstream_ms": round(used.get(self.upstream.name, 0.0) * 1000 / n, 4),
@@ -751,6 +772,8 @@ def main() -> int:
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="py-spy profiles: when a target is not met (auto), always or never")
     parser.add_argument("--loadgen-cpu", type=int, default=None, help="core for the load generator (default: last)")
+    parser.add_argument("--proxy-workers", type=int, default=1, metavar="N",
+                        help="PROXY_WORKERS of the bench's own stack: N proxy processes on one port (SO_REUSEPORT)")
     parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir (logs) afterwards")
     parser.add_argument("--render", metavar="JSON", help="only re-render the Markdown of a result JSON and print it")
     args = parser.parse_args()
@@ -760,6 +783,11 @@ def main() -> int:
         path.with_suffix(".md").write_text(markdown + "\n")
         print(markdown)
         return 0
+    if args.proxy_workers < 1:
+        parser.error("--proxy-workers must be at least 1")
+    if args.proxy_workers > 1 and args.use_running:
+        parser.error("--proxy-workers applies to the bench's own stack; for --use-running start it with "
+                     "PROXY_WORKERS=N make up")
     if args.ingest_repeat is None:
         args.ingest_repeat = 3 if args.only == "ingest" else 1
     bench = Bench(args)

@@ -58,6 +58,9 @@ def render(result: dict[str, Any]) -> str:
             f"Python {m['python']}, aiohttp {m['aiohttp']}, uvloop {m['uvloop']}, msgspec {m['msgspec']}, "
             f"nats-server {m['nats_server']}. Routeur commit `{m['git_commit']}`"
             f"{' (uncommitted changes)' if m['git_dirty'] else ''}. Wall time {result['elapsed_s']:.0f} s.", ""]
+    if cfg.get("proxy_workers", 1) > 1:
+        out += [f"Proxy: **{cfg['proxy_workers']} worker processes** on one port (`PROXY_WORKERS`, SO_REUSEPORT: "
+                f"the kernel assigns each new connection to a worker; keep-alive connections stay on theirs).", ""]
     if up.get("chosen"):
         out += _method(cfg, up)
     else:
@@ -194,6 +197,12 @@ def _cpu(result: dict[str, Any]) -> list[str]:
     out += _table(["Run", *names, "Routeur total", "upstream", "load generator",
                    "other processes (cores, not per request)"], rows)
     out += ["", "Idle background work of every service during the run is included (conservative).", ""]
+    spread = [(label, block["proxy_worker_cpu_s"]) for label, block in result["cpu"].items()
+              if block.get("proxy_worker_cpu_s")]
+    if spread:
+        out += ["Proxy CPU seconds per worker process (busiest first; `proxy` above includes them all): "
+                + "; ".join(f"{label}: " + " / ".join(f"{s:.2f}" for s in seconds) for label, seconds in spread)
+                + ".", ""]
     checks = [(e, e.get("traces")) for e in [*result["fixed"], *result["slow_upstream"], *result["streaming"]]]
     checks = [(e, t) for e, t in checks if t and t.get("stored") is not None]
     if checks:

@@ -48,7 +48,17 @@ def _config(args: argparse.Namespace) -> StackConfig:
                  "S3_SECRET_KEY": endpoint.secret_key, "S3_REGION": endpoint.region}
     return StackConfig(data_dir=data_dir, proxy_port=int(os.environ.get("ROUTEUR_PORT", "8080")),
                        emulator=os.environ.get("ROUTEUR_EMULATOR", "auto"), object_store_url=object_store_url,
-                       extra_env=extra)
+                       extra_env=extra, proxy_workers=_proxy_workers())
+
+
+def _proxy_workers() -> int:
+    """PROXY_WORKERS from the environment (1 when unset); the proxy checks the range and says what is wrong."""
+    raw = os.environ.get("PROXY_WORKERS", "").strip() or "1"
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"configuration error: environment variable PROXY_WORKERS must be an integer, "
+                         f"got {raw!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

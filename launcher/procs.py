@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -40,16 +41,48 @@ def tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def spawn(argv: list[str], *, env: dict[str, str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start a process in its own session, stdout and stderr appended to `log_path`."""
+def spawn(argv: list[str], *, env: dict[str, str], log_path: Path, cwd: Path | None = None,
+          pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
+    """Start a process in its own session (its process group is the one to kill), stdout and stderr appended
+    to `log_path`; `pass_fds` stay open in it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, start_new_session=True)
+                                cwd=cwd, start_new_session=True, pass_fds=pass_fds)
+
+
+class ReadyPipe:
+    """A pipe whose write end a child inherits (its number goes in an environment variable) and writes one
+    byte to once it serves: readiness that an HTTP probe cannot see, e.g. every worker of a proxy that
+    runs several on one port."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        self.ready = False
+
+    def spawned(self) -> None:
+        """Call once the child has started: only the child keeps the write end."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def check(self) -> bool:
+        """True once the byte arrived (never blocks)."""
+        if not self.ready and self.read_fd >= 0 and select.select([self.read_fd], [], [], 0)[0]:
+            self.ready = bool(os.read(self.read_fd, 16))
+            if not self.ready:  # EOF: the child exited without serving; its exit is reported by the caller
+                self.close()
+        return self.ready
+
+    def close(self) -> None:
+        self.spawned()
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM, wait up to `timeout`, then SIGKILL."""
+    """SIGTERM, wait up to `timeout`, then SIGKILL; then SIGKILL whatever is left in its process group."""
     if proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -57,6 +90,16 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         kill(proc)
+    kill_group_leftovers(proc)
+
+
+def kill_group_leftovers(proc: subprocess.Popen[bytes]) -> None:
+    """Call right after `proc` (a group leader from `spawn`) exited: a process with worker processes of its
+    own must not leave one behind. Only right after, so that its group id cannot have been reused."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group is empty (the usual case)
+        pass
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

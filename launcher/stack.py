@@ -22,8 +22,16 @@ _PORT_VARS = {"emulator": "EMULATOR_PORT", "tracer": "TRACER_PORT", "router": "R
 DEFAULT_RULES = """# Routing rules (see catalog/rules.example.toml); edits apply within a second, no restart.
 default_model = "gpt-4o-mini"
 """
+_READY_FD_VAR = "PROXY_READY_FD"  # the proxy writes a byte to this pipe once all its workers serve
 _PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY",
                       "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AWS_ACCESS_KEY_ID")
+
+
+def _workers(env: dict[str, str]) -> int:
+    try:
+        return int(env.get("PROXY_WORKERS") or 1)
+    except ValueError:  # the proxy refuses it and names it; its exit is what start_service reports
+        return 1
 
 
 @dataclass
@@ -53,6 +61,7 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     supervise: bool = True
     proxies: int = 1  # extra proxy processes are named proxy-2, proxy-3, … (the proxy tier scales alone)
+    proxy_workers: int = 1  # PROXY_WORKERS of each proxy: worker processes sharing its port (SO_REUSEPORT)
 
 
 class Stack:
@@ -115,6 +124,8 @@ class Stack:
             if other.service == other.name:
                 env[_PORT_VARS[other.service]] = str(other.port)
         env[_PORT_VARS[child.service]] = str(child.port)
+        if child.service == "proxy":
+            env["PROXY_WORKERS"] = str(self.config.proxy_workers)
         if "emulator" in self.children:
             env["ROUTEUR_EMULATOR_URL"] = self.children["emulator"].url
         env.update(self.config.extra_env)
@@ -144,13 +155,26 @@ class Stack:
             self._monitor.start()
 
     def start_service(self, name: str, timeout: float = 60.0) -> None:
+        """Start the child and wait until it answers /readyz; a proxy with several workers also until every
+        worker serves (any one of them answers the probe)."""
         child = self.children[name]
-        with self._lock:
-            child.wanted = True
-            child.proc = procs.spawn([sys.executable, "-m", f"services.{child.service}"], env=self._env(child),
-                                     log_path=child.log_path, cwd=Path(__file__).resolve().parent.parent)
-        procs.wait_until(lambda: procs.http_ok(f"{child.url}/readyz"), timeout, what=name, proc=child.proc,
-                         log_path=child.log_path)
+        env = self._env(child)
+        ready = procs.ReadyPipe() if child.service == "proxy" and _workers(env) > 1 else None
+        if ready is not None:
+            env[_READY_FD_VAR] = str(ready.write_fd)
+        try:
+            with self._lock:
+                child.wanted = True
+                child.proc = procs.spawn([sys.executable, "-m", f"services.{child.service}"], env=env,
+                                         log_path=child.log_path, cwd=Path(__file__).resolve().parent.parent,
+                                         pass_fds=(ready.write_fd,) if ready is not None else ())
+            if ready is not None:
+                ready.spawned()
+            procs.wait_until(lambda: procs.http_ok(f"{child.url}/readyz") and (ready is None or ready.check()),
+                             timeout, what=name, proc=child.proc, log_path=child.log_path)
+        finally:
+            if ready is not None:
+                ready.close()
 
     def add_service(self, name: str, service: str, *, env: dict[str, str] | None = None,
                     timeout: float = 60.0) -> Child:

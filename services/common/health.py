@@ -25,12 +25,15 @@ def add_health_routes(app: web.Application, ready_check: ReadyCheck) -> None:
     app.router.add_get("/readyz", readyz)
 
 
-async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float = 10.0) -> web.AppRunner:
+async def serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float = 10.0,
+                reuse_port: bool = False) -> web.AppRunner:
     """Start `app` on host:port and return its runner; call `await runner.cleanup()` to stop it.
 
-    No access log, and aiohttp's protocol errors go through ProtocolLog, which never quotes the request."""
+    No access log, and aiohttp's protocol errors go through ProtocolLog, which never quotes the request.
+    `reuse_port` sets SO_REUSEPORT: several processes listen on the same port and the kernel spreads new
+    connections among them."""
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None, logger=ProtocolLog())
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port)
     await site.start()
     return runner

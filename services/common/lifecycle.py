@@ -1,13 +1,20 @@
-"""Process lifecycle: uvloop when present, a stop event set on SIGTERM/SIGINT, clean exit codes."""
+"""Process lifecycle: uvloop when present, a stop event set on SIGTERM/SIGINT, clean exit codes.
+(The supervisor of services that run several worker processes on one port is in `services.common.workers`.)"""
 
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import NoReturn, TypeVar
 
 from services.common.settings import SettingsError
+
+T = TypeVar("T")
+CONFIG_EXIT = 2  # a settings error: restarting with the same environment cannot help
 
 
 def run_service(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -29,5 +36,24 @@ def run_service(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     try:
         asyncio.run(_runner())
     except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        exit_on_settings_error(exc)
+
+
+def exit_on_settings_error(exc: SettingsError) -> NoReturn:
+    print(f"configuration error: {exc}", file=sys.stderr)
+    sys.exit(CONFIG_EXIT)
+
+
+def load_settings(load: Callable[[Mapping[str, str]], T]) -> T:
+    """`load(os.environ)`, exiting 2 with the message on a settings error (as `run_service` does)."""
+    try:
+        return load(os.environ)
+    except SettingsError as exc:
+        exit_on_settings_error(exc)
+
+
+def whole_line_stderr() -> None:
+    """Make each log line (up to 8 KiB) one write(2). Under PYTHONUNBUFFERED, print() writes a line and its
+    newline in two syscalls, so processes sharing one log file or pipe (workers) could interleave half lines."""
+    if isinstance(sys.stderr, io.TextIOWrapper):
+        sys.stderr.reconfigure(write_through=False, line_buffering=False)  # print(..., flush=True) flushes

@@ -1,15 +1,22 @@
-"""Wiring for `python -m services.proxy`: connect NATS, start the publisher, serve, drain on SIGTERM."""
+"""Wiring for `python -m services.proxy`: connect NATS, start the publisher, serve, drain on SIGTERM.
+
+With PROXY_WORKERS > 1 this process only supervises: it starts that many workers (this same module, each a
+full proxy with its own NATS connection) that all listen on PROXY_HOST:PROXY_PORT with SO_REUSEPORT."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
+
+import structlog
 
 from proto import subjects
 from services.common import bus
 from services.common.health import serve
-from services.common.lifecycle import run_service
+from services.common.lifecycle import load_settings, run_service, whole_line_stderr
 from services.common.logs import configure_logging, get_logger
+from services.common.workers import WorkerSupervisor, notify_ready, port_taken
 from services.proxy import chat, providers
 from services.proxy import settings as settings_module
 from services.proxy.billing_client import BillingClient
@@ -19,10 +26,29 @@ from services.proxy.publisher import TracePublisher
 from services.proxy.service import ProxyState, client_session, make_app
 from services.router.client import RoutingView
 
+# After SIGTERM a worker drains for PROXY_DRAIN_TIMEOUT_S, then flushes traces, archives and settlements
+# (10 s each at most); the supervisor kills a worker still running after that and this margin.
+STOP_MARGIN_S = 40.0
 
-async def main(stop: asyncio.Event) -> None:
-    settings = settings_module.load(os.environ)
+
+def supervise(settings: settings_module.Settings) -> int:
+    """Start PROXY_WORKERS workers on one port and watch them until SIGTERM (see WorkerSupervisor)."""
+    whole_line_stderr()
+    configure_logging("proxy", settings.log_level)  # its lines: workers_*, worker_* (with the worker's index)
+    if port_taken(settings.host, settings.port):
+        get_logger().error("proxy_port_in_use", host=settings.host, port=settings.port)
+        return 1
+    return WorkerSupervisor("services.proxy", count=settings.workers, environ=os.environ,
+                            index_var=settings_module.WORKER_INDEX_VAR, ready_var=settings_module.READY_FD_VAR,
+                            ready_fd=settings.ready_fd,
+                            stop_timeout_s=settings.drain_timeout_s + STOP_MARGIN_S).run()
+
+
+async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
     configure_logging("proxy", settings.log_level)
+    if settings.worker_index is not None:
+        whole_line_stderr()
+        structlog.contextvars.bind_contextvars(worker=settings.worker_index)  # on every log line of this worker
     log = get_logger()
     nc = await bus.connect(settings.nats_url, name="proxy")
     js = nc.jetstream()
@@ -47,10 +73,11 @@ async def main(stop: asyncio.Event) -> None:
         publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s, max_body_bytes=settings.max_body_bytes,
         metrics=metrics, payloads=payloads, dlp_policies=settings.dlp_policies, public_url=settings.public_url,
         payload_max_bytes=settings.payload_max_bytes)
-    runner = await serve(make_app(state), host=settings.host,
-                         port=settings.port, shutdown_timeout=settings.drain_timeout_s)
-    log.info("proxy_started", port=settings.port, providers=sorted(targets),
+    runner = await serve(make_app(state), host=settings.host, port=settings.port,
+                         shutdown_timeout=settings.drain_timeout_s, reuse_port=settings.workers > 1)
+    log.info("proxy_started", port=settings.port, pid=os.getpid(), providers=sorted(targets),
              emulated=sorted(name for name, t in targets.items() if t.emulated))
+    notify_ready(settings.ready_fd)
     await stop.wait()
     log.info("proxy_stopping")
     await runner.cleanup()
@@ -63,5 +90,12 @@ async def main(stop: asyncio.Event) -> None:
     log.info("proxy_stopped", published=publisher.published)
 
 
+def entry() -> None:
+    settings = load_settings(settings_module.load)
+    if settings.supervises:
+        sys.exit(supervise(settings))
+    run_service(lambda stop: main(stop, settings))
+
+
 if __name__ == "__main__":
-    run_service(main)
+    entry()

@@ -14,6 +14,11 @@ from services.proxy import dlp
 from services.proxy.auth import KeyRing
 from services.proxy.providers import AwsSigning
 
+# Set by the worker supervisor for each worker it starts (not meant to be set by hand).
+WORKER_INDEX_VAR = "PROXY_WORKER_INDEX"
+READY_FD_VAR = "PROXY_READY_FD"
+MAX_WORKERS = 256
+
 
 class Settings(msgspec.Struct, frozen=True):
     host: str
@@ -38,6 +43,14 @@ class Settings(msgspec.Struct, frozen=True):
     public_url: str
     payload_max_bytes: int
     payload_buffer_bytes: int
+    workers: int = 1  # PROXY_WORKERS: processes sharing host:port (SO_REUSEPORT) when > 1
+    worker_index: int | None = None  # this process's index among the workers; None = not started as a worker
+    ready_fd: int = -1  # a pipe to write one byte to once serving (the supervisor's or the launcher's)
+
+    @property
+    def supervises(self) -> bool:
+        """True for the process that starts and watches the workers instead of serving."""
+        return self.workers > 1 and self.worker_index is None
 
     def key_ring(self) -> KeyRing:
         """Only the admin token: API keys belong to billing."""
@@ -50,6 +63,22 @@ def _dlp_policies(path: str) -> dict[str, dlp.Policy]:
         return dlp.load_policies(Path(path) if path else None)
     except (dlp.DlpConfigError, OSError) as exc:
         raise SettingsError(f"PROXY_DLP_POLICIES: {exc}") from None
+
+
+def _workers(environ: Mapping[str, str], port: int) -> tuple[int, int | None, int]:
+    """PROXY_WORKERS, and the worker index and ready pipe the supervisor hands each worker."""
+    workers = env_int(environ, "PROXY_WORKERS", 1)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise SettingsError(f"environment variable PROXY_WORKERS must be between 1 and {MAX_WORKERS} (processes "
+                            f"serving the proxy port), got {workers}")
+    if workers > 1 and port == 0:
+        raise SettingsError("PROXY_WORKERS > 1 needs a fixed PROXY_PORT: with port 0 every worker would listen on "
+                            "a different port")
+    index = env_int(environ, WORKER_INDEX_VAR, -1)
+    if index != -1 and not 0 <= index < workers:
+        raise SettingsError(f"environment variable {WORKER_INDEX_VAR} must be between 0 and PROXY_WORKERS - 1 "
+                            f"({workers - 1}), got {index}; it is set by the worker supervisor, leave it unset")
+    return workers, None if index == -1 else index, env_int(environ, READY_FD_VAR, -1)
 
 
 def load(environ: Mapping[str, str]) -> Settings:
@@ -67,9 +96,11 @@ def load(environ: Mapping[str, str]) -> Settings:
     region = env_str(environ, "AWS_REGION", "") or env_str(environ, "AWS_DEFAULT_REGION", "us-east-1")
     if "bedrock" in catalog.providers and not provider_urls.get("bedrock") and environ.get("AWS_ACCESS_KEY_ID"):
         provider_urls["bedrock"] = f"https://bedrock-runtime.{region}.amazonaws.com"
+    port = env_int(environ, "PROXY_PORT", 8080)
+    workers, worker_index, ready_fd = _workers(environ, port)
     settings = Settings(
         host=env_str(environ, "PROXY_HOST", "127.0.0.1"),
-        port=env_int(environ, "PROXY_PORT", 8080),
+        port=port,
         nats_url=env_str(environ, "NATS_URL", "nats://127.0.0.1:4222"),
         stream_replicas=env_int(environ, "NATS_STREAM_REPLICAS", 1),
         admin_token=env_secret(environ, "ROUTEUR_ADMIN_TOKEN"),
@@ -91,5 +122,8 @@ def load(environ: Mapping[str, str]) -> Settings:
         public_url=env_str(environ, "PROXY_PUBLIC_URL", ""),
         payload_max_bytes=env_int(environ, "PROXY_PAYLOAD_MAX_BYTES", 8 * 1024 * 1024),
         payload_buffer_bytes=env_int(environ, "PROXY_PAYLOAD_BUFFER_BYTES", 256 * 1024 * 1024),
+        workers=workers,
+        worker_index=worker_index,
+        ready_fd=ready_fd,
     )
     return settings
