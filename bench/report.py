@@ -159,6 +159,8 @@ def _body(result: dict[str, Any], out: list[str]) -> str:
     ingest = result.get("ingest")
     if ingest:
         out += _ingest(ingest)
+    if result.get("components"):
+        out += _components(result["components"])
     if result["fixed"] or result["max_sustainable"]:
         out += _peers(result)
     out += _profiles(result)
@@ -214,6 +216,26 @@ def _cpu(result: dict[str, Any]) -> list[str]:
     if result.get("restarts"):
         out += [f"**Services restarted by the supervisor during the run:** {result['restarts']}.", ""]
     return out
+
+
+def _components(parts: dict[str, Any]) -> list[str]:
+    """Routing, admission and DLP on their own (bench/components.py)."""
+    admission, dlp = parts["admission"], parts["dlp"]
+    out = ["## Components", ""]
+    rows = [["Routing decision in the proxy (facts + decide)", f"{parts['routing_us']:.1f} µs"],
+            ["Leased admission in the proxy (take + give back)", f"{admission['leased_in_proxy_us']:.1f} µs"],
+            ["Billing's admit decision (key without / with RPM+TPM limits)",
+             f"{admission['billing_decision_us']:.1f} / {admission['billing_decision_rate_limited_us']:.1f} µs"]]
+    trip = admission.get("bus_round_trip")
+    if trip:
+        rows.append([f"Billing admission round trip over NATS ({trip['requests']:,} sequential)",
+                     f"p50 {trip['p50_ms']:.3f} ms, p99 {trip['p99_ms']:.3f} ms"])
+    for policy in ("redact", "redact_restore", "block"):
+        row = dlp[policy]
+        rows.append([f"DLP `{policy}` µs/KB: clean / PII / dense PII / 30 short turns",
+                     f"{row['clean']} / {row['pii']} / {row['pii_dense']} / {row['short_turns']}"])
+    out += _table(["What", "Cost"], rows, "ll")
+    return out + ["", "In-process timings are the best of 5 runs. DLP target: ≤ 50 µs/KB.", ""]
 
 
 def _ingest(ingest: dict[str, Any]) -> list[str]:
