@@ -29,6 +29,7 @@ from tests.soak.load import (
     ledger_seq,
     new_tenant,
     proxy_pids,
+    proxy_restarts,
     report,
     settle_books,
 )
@@ -36,6 +37,7 @@ from tests.soak.load import (
 
 @dataclass(frozen=True)
 class Timing:
+    mode: str  # as recorded in $ROUTEUR_RELIABILITY_REPORT: "fast" or "soak"
     rps: float
     before_s: float  # load before the fault
     after_s: float  # load after recovery
@@ -43,8 +45,10 @@ class Timing:
     catch_up_s: float  # how long the books may take to become exact
 
 
-QUICK = Timing(rps=25, before_s=2, after_s=3, outage_s=5, catch_up_s=120)  # every fault in ~75 s: make test
-SUSTAINED = Timing(rps=40, before_s=15, after_s=20, outage_s=30, catch_up_s=240)  # one fault each: make soak
+# every fault in ~75 s: make test
+QUICK = Timing(mode="fast", rps=25, before_s=2, after_s=3, outage_s=5, catch_up_s=120)
+# one fault each: make soak
+SUSTAINED = Timing(mode="soak", rps=40, before_s=15, after_s=20, outage_s=30, catch_up_s=240)
 FAST_503_S = 5.0  # PROXY_BILLING_TIMEOUT_S is 2 s: a refusal must come well within this
 NO_HANG_S = 15.0  # no request at all may take longer
 
@@ -59,6 +63,7 @@ class Run:
     after_seq: int
     outcomes: list[Outcome]
     shed: int
+    proxy_restarts: int
     notes: list[str]
     fault_start: float
     fault_end: float
@@ -70,6 +75,7 @@ async def _run(stack: Stack, s3_endpoint: S3Endpoint, fault: Fault, timing: Timi
     """Load through both proxies, inject the fault `before_s` in, keep loading `after_s` after it is over."""
     tenant = new_tenant(stack)
     after_seq = await ledger_seq(stack)
+    pids = proxy_pids(stack)
     proxies = {name: child.url for name, child in stack.children.items() if child.service == "proxy"}
     load = Load(proxies, tenant.secret, rps=timing.rps)
     notes: list[str] = []
@@ -84,8 +90,8 @@ async def _run(stack: Stack, s3_endpoint: S3Endpoint, fault: Fault, timing: Timi
     finally:
         outcomes = await load.stop()
     ended = time.monotonic()
-    return Run(fault, timing, tenant, after_seq, outcomes, load.shed, notes, fault_start, fault_end, ended,
-               ended - began)
+    return Run(fault, timing, tenant, after_seq, outcomes, load.shed, proxy_restarts(pids, proxy_pids(stack)), notes,
+               fault_start, fault_end, ended, ended - began)
 
 
 async def _check(stack: Stack, s3_endpoint: S3Endpoint, run: Run) -> Report:
@@ -96,8 +102,9 @@ async def _check(stack: Stack, s3_endpoint: S3Endpoint, run: Run) -> Report:
     catch_up_s = read_at - run.ended  # from the end of this fault's load
     codes = Counter(o.error for o in outcomes if o.status == 503)
     notes = [*run.notes, "503 codes: " + (", ".join(f"{code} x{n}" for code, n in codes.items()) or "none")]
-    result = report(fault.name, outcomes, books, shed=run.shed, catch_up_s=catch_up_s,
-                    outage_s=run.fault_end - run.fault_start, load_s=run.load_s, notes=notes, found=found)
+    result = report(fault.name, run.timing.mode, outcomes, books, shed=run.shed, proxy_restarts=run.proxy_restarts,
+                    catch_up_s=catch_up_s, outage_s=run.fault_end - run.fault_start, load_s=run.load_s, notes=notes,
+                    found=found)
     result.save()
     assert not found, f"{fault.name}: after {run.timing.catch_up_s:.0f}s the books are still wrong: {found}"
     ok = [o for o in outcomes if 200 <= o.status < 300]

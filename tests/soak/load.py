@@ -223,10 +223,12 @@ class Books:
     """What the system recorded for one tenant."""
 
     traced: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> traces FINAL row
+    traced_twice: set[str] = field(default_factory=set)  # request ids with several rows in traces FINAL
     raw_rows: int = 0  # rows in `traces` before FINAL collapses redeliveries
     rollup_requests: int = 0  # sum(requests) in usage_minute
     settled: dict[str, list[Decimal]] = field(default_factory=dict)
     archived: Counter[str] = field(default_factory=Counter)
+    archive_read: bool = False  # the object store was listed (else `archived` is empty by design)
     spent_usd: Decimal = Decimal(0)
     key_requests: int = 0
 
@@ -239,28 +241,35 @@ async def read_books(stack: Stack, tenant: Tenant, s3_endpoint: S3Endpoint | Non
                  {"org": tenant.org})
     org = admin(stack, "GET", f"/organizations/{tenant.org}")
     key = admin(stack, "GET", f"/keys/{tenant.key_id}")
+    copies = Counter(row["request_id"] for row in rows)
     return Books(traced={row["request_id"]: row for row in rows}, raw_rows=int(raw[0]["n"]),
+                 traced_twice={rid for rid, n in copies.items() if n > 1},
                  rollup_requests=int(rollup[0]["n"] or 0),
                  settled=await settlements(stack, tenant.org, after_seq),
                  archived=archived_ids(s3_endpoint, tenant.org) if s3_endpoint is not None else Counter(),
+                 archive_read=s3_endpoint is not None,
                  spent_usd=Decimal(str(org["spent_usd"])), key_requests=int(key["requests"]))
 
 
 @dataclass
 class Report:
-    """One run's figures, as RELIABILITY.md quotes them."""
+    """One run's figures, as RELIABILITY.md quotes them. `traced`, `settled` and `archived` count the 2xx with a
+    trace row, a settled debit and an archive object; `lost` the 2xx missing any of them; `doubled` the requests
+    with several rows in traces FINAL, several settlements or several archive objects."""
 
     fault: str
+    mode: str  # "fast" (make test) or "soak" (ROUTEUR_SOAK=1)
     sent: int
     ok: int
     refused_503: int
-    other: dict[str, int]
+    other: dict[str, int]  # status -> count, neither 2xx nor 503 (0: no HTTP answer at all)
     shed: int
     traced: int
     settled: int
     archived: int
     lost: int
     doubled: int
+    proxy_restarts: int  # proxy processes restarted (or replaced) during the load
     raw_duplicate_rows: int  # rows in `traces` beyond one per request id when checked (merges collapse them)
     rollup_extra: int  # usage_minute's request count minus traces FINAL's: a redelivery counted twice
     median_503_s: float
@@ -273,10 +282,10 @@ class Report:
     problems: list[str] = field(default_factory=list)  # broken invariants still there when the wait ended
 
     def save(self) -> None:
-        """Print the report and append it to $ROUTEUR_RELIABILITY_OUT (JSON lines) when that is set."""
+        """Print the report and append it to $ROUTEUR_RELIABILITY_REPORT (JSON lines) when that is set."""
         line = json.dumps(asdict(self), sort_keys=True)
         print(f"RELIABILITY {line}")
-        target = os.environ.get("ROUTEUR_RELIABILITY_OUT")
+        target = os.environ.get("ROUTEUR_RELIABILITY_REPORT")
         if target:
             with Path(target).open("a") as handle:
                 handle.write(line + "\n")
@@ -304,6 +313,9 @@ def problems(outcomes: list[Outcome], books: Books, *, archive: bool) -> list[st
     doubled = [rid for rid, costs in books.settled.items() if len(costs) != 1]
     if doubled:
         found.append(f"{len(doubled)} requests settled more than once, e.g. {doubled[:3]}")
+    if books.traced_twice:
+        found.append(f"{len(books.traced_twice)} requests with several rows in traces FINAL, "
+                     f"e.g. {sorted(books.traced_twice)[:3]}")
     untraced_debits = [rid for rid in books.settled if rid not in books.traced]
     if untraced_debits:
         found.append(f"{len(untraced_debits)} debits without a trace, e.g. {untraced_debits[:3]}")
@@ -345,19 +357,24 @@ async def settle_books(stack: Stack, tenant: Tenant, outcomes: list[Outcome], *,
         await asyncio.sleep(1.0)
 
 
-def report(fault: str, outcomes: list[Outcome], books: Books, *, shed: int, catch_up_s: float, outage_s: float,
-           load_s: float, notes: list[str] | None = None, found: list[str] | None = None) -> Report:
+def report(fault: str, mode: str, outcomes: list[Outcome], books: Books, *, shed: int, proxy_restarts: int,
+           catch_up_s: float, outage_s: float, load_s: float, notes: list[str] | None = None,
+           found: list[str] | None = None) -> Report:
     statuses = Counter(o.status for o in outcomes)
     ok_ids = {o.request_id for o in outcomes if 200 <= o.status < 300}
+    archived = {rid for rid in ok_ids if books.archived[rid or ""] >= 1}
     other = {str(status): n for status, n in statuses.items() if not (200 <= status < 300 or status == 503)}
     refusals = [o.elapsed_s for o in outcomes if o.status == 503]
     return Report(
-        fault=fault, sent=len(outcomes), ok=len(ok_ids), refused_503=statuses.get(503, 0), other=other, shed=shed,
-        traced=sum(1 for rid in ok_ids if rid in books.traced),
+        fault=fault, mode=mode, sent=len(outcomes), ok=len(ok_ids), refused_503=statuses.get(503, 0), other=other,
+        shed=shed, traced=sum(1 for rid in ok_ids if rid in books.traced),
         settled=sum(1 for rid in ok_ids if rid in books.settled),
-        archived=sum(1 for rid in ok_ids if books.archived[rid or ""] >= 1),
-        lost=sum(1 for rid in ok_ids if rid not in books.traced or rid not in books.settled),
-        doubled=sum(1 for costs in books.settled.values() if len(costs) > 1),
+        archived=len(archived),
+        lost=sum(1 for rid in ok_ids if rid not in books.traced or rid not in books.settled
+                 or (books.archive_read and rid not in archived)),
+        doubled=len(books.traced_twice | {rid for rid, costs in books.settled.items() if len(costs) > 1}
+                    | {rid for rid, n in books.archived.items() if n > 1}),
+        proxy_restarts=proxy_restarts,
         raw_duplicate_rows=books.raw_rows - len(books.traced),
         rollup_extra=books.rollup_requests - len(books.traced),
         median_503_s=round(statistics.median(refusals), 3) if refusals else 0.0,
@@ -371,6 +388,11 @@ def proxy_pids(stack: Stack) -> dict[str, tuple[int, int]]:
     """(pid, supervisor restarts) of every proxy process: unchanged means it never crashed."""
     return {name: (child.proc.pid if child.proc else -1, child.restarts)
             for name, child in stack.children.items() if child.service == "proxy"}
+
+
+def proxy_restarts(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> int:
+    """Restarts between two `proxy_pids` snapshots: the supervisor's count, and at least one per changed pid."""
+    return sum(max(after[name][1] - before[name][1], int(after[name][0] != before[name][0])) for name in before)
 
 
 def rss_kib(pid: int) -> int:

@@ -16,7 +16,17 @@ import pytest
 from launcher.ceph import S3Endpoint
 from launcher.stack import Stack
 from tests.soak.faults import FAULTS, ROLLUP_KNOWN_OFF
-from tests.soak.load import SOAK, Load, ledger_seq, new_tenant, proxy_pids, report, rss_kib, settle_books
+from tests.soak.load import (
+    SOAK,
+    Load,
+    ledger_seq,
+    new_tenant,
+    proxy_pids,
+    proxy_restarts,
+    report,
+    rss_kib,
+    settle_books,
+)
 
 MINUTES = float(os.environ.get("ROUTEUR_SOAK_MINUTES", "10"))
 RPS = 30
@@ -57,8 +67,9 @@ async def test_soak_every_fault_under_continuous_load(stack: Stack, s3_endpoint:
     finally:
         outcomes = await load.stop()
     ended = time.monotonic()
+    pids_end = proxy_pids(stack)
 
-    assert proxy_pids(stack) == pids, "a proxy crashed or was restarted"
+    assert pids_end == pids, "a proxy crashed or was restarted"
     books, read_at, found = await settle_books(stack, tenant, outcomes, s3_endpoint=s3_endpoint,
                                                after_seq=after_seq, timeout_s=300)
     growth = {name: round((rss_end[name] - rss_warm[name]) / 1024, 1) for name in pids}
@@ -66,8 +77,9 @@ async def test_soak_every_fault_under_continuous_load(stack: Stack, s3_endpoint:
     codes = Counter(o.error for o in outcomes if o.status == 503)
     notes = [f"faults injected: {dict(injected)}", f"proxy RSS growth after warm-up (MiB): {growth}",
              "503 codes: " + (", ".join(f"{code} x{n}" for code, n in codes.items()) or "none"), *notes]
-    result = report(f"soak {MINUTES:g} min, every fault in turn", outcomes, books, shed=load.shed,
-                    catch_up_s=read_at - ended, outage_s=sum(end - start for _, start, end, _ in windows),
+    result = report(f"soak {MINUTES:g} min, every fault in turn", "soak", outcomes, books, shed=load.shed,
+                    proxy_restarts=proxy_restarts(pids, pids_end), catch_up_s=read_at - ended,
+                    outage_s=sum(end - start for _, start, end, _ in windows),
                     load_s=ended - began, notes=notes, found=found)
     result.save()
 
