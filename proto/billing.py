@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal
 from typing import Literal
 
@@ -313,7 +314,24 @@ class Settled(msgspec.Struct, frozen=True, tag="settled", omit_defaults=True):
     lease_id: str | None = None  # admitted from this spend lease: the cost comes off its reservation
 
 
-LedgerEvent = OrgCreated | OrgSettingsChanged | TopUp | Adjustment | KeyCreated | KeyUpdated | KeyRevoked | Settled
+class SettledBatch(msgspec.Struct, frozen=True, tag="settled_batch"):
+    """Several settlements stored as one stream message (billing writes a proxy's SettleBatch this way); each
+    is applied like a lone Settled event, idempotent by request id."""
+
+    settlements: tuple[Settled, ...]
+
+
+LedgerEvent = (OrgCreated | OrgSettingsChanged | TopUp | Adjustment | KeyCreated | KeyUpdated | KeyRevoked | Settled
+               | SettledBatch)
+
+
+def settlements_in(event: LedgerEvent) -> tuple[Settled, ...]:
+    """The settlements an event carries: itself if Settled, its members if SettledBatch, else none."""
+    if isinstance(event, Settled):
+        return (event,)
+    if isinstance(event, SettledBatch):
+        return event.settlements
+    return ()
 
 
 def event_msg_id(event: LedgerEvent) -> str:
@@ -321,6 +339,9 @@ def event_msg_id(event: LedgerEvent) -> str:
     match event:
         case Settled(request_id=request_id):
             return request_id
+        case SettledBatch(settlements=members):
+            digest = hashlib.sha256("\n".join(sorted(m.request_id for m in members)).encode()).hexdigest()
+            return f"settled_batch:{digest[:40]}"
         case OrgCreated(organization_id=org_id):
             return f"org_created:{org_id}"
         case OrgSettingsChanged(update_id=update_id):

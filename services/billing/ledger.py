@@ -23,6 +23,7 @@ from proto.billing import (
     OrgSettingsChanged,
     RateLimits,
     Settled,
+    SettledBatch,
     TopUp,
 )
 from services.billing import errors
@@ -430,6 +431,10 @@ class Ledger:
         match event:
             case Settled():
                 changed = self._apply_settled(event)
+            case SettledBatch():
+                applied = sum(self._apply_settled(member) for member in event.settlements)
+                changed = applied > 0
+                state.events += max(applied - 1, 0)  # `events` counts settlements, however they were stored
             case TopUp() | Adjustment():
                 marker = f"top_up:{event.topup_id}" if isinstance(event, TopUp) else \
                     f"adjustment:{event.adjustment_id}"

@@ -31,6 +31,8 @@ from proto.billing import (
     Settle,
     SettleBatch,
     SettleBatchReply,
+    Settled,
+    SettledBatch,
     SettleReply,
 )
 from services.billing import errors, overview
@@ -157,8 +159,7 @@ class Billing:
                 await _respond(msg, SettleReply(ok=False, code=errors.INVALID_REQUEST, status=400,
                                                 message=f"bad settle batch: {exc}"))
                 return
-            # every append is in flight at once: their JetStream publishes share socket writes and acks
-            replies = await asyncio.gather(*(self._settle_one(settle) for settle in batch.settles))
+            replies = await self._settle_batch(batch.settles)
             await _respond(msg, SettleBatchReply(replies=tuple(replies)))
             return
         try:
@@ -169,9 +170,49 @@ class Billing:
             return
         await _respond(msg, await self._settle_one(request))
 
+    async def _settle_batch(self, settles: tuple[Settle, ...]) -> list[SettleReply]:
+        """A proxy's batch: the new settlements are stored as one SettledBatch stream message (one JetStream
+        write and ack for the lot); already settled ones answer duplicate; invalid ones are refused alone."""
+        if len(settles) == 1:
+            return [await self._settle_one(settles[0])]
+        replies: list[SettleReply | None] = [None] * len(settles)
+        try:
+            await self.store.settled_view()
+        except errors.BillingError as exc:
+            return [_settle_error(exc)] * len(settles)
+        now_ms = int(time.time() * 1000)
+        new: dict[str, tuple[int, Settled]] = {}
+        for index, request in enumerate(settles):
+            try:
+                event = self.ledger.settlement(request.request_id, request.cost_usd, request.total_tokens,
+                                               now_ms=now_ms, api_key_id=request.api_key_id,
+                                               organization_id=request.organization_id, lease_id=request.lease_id)
+            except errors.BillingError as exc:
+                replies[index] = _settle_error(exc)
+                continue
+            if event is None or event.request_id in new:  # settled before, or twice in this batch
+                replies[index] = SettleReply(ok=True, duplicate=True)
+            else:
+                new[event.request_id] = (index, event)
+        if new:
+            members = tuple(event for _, event in new.values())
+            try:
+                await self.store.append(members[0] if len(members) == 1 else SettledBatch(members))
+            except errors.BillingError as exc:
+                for index, _ in new.values():
+                    replies[index] = _settle_error(exc)
+            else:
+                self.settles += len(members)
+                self.metrics.settlements.inc(len(members))
+                for index, _ in new.values():
+                    replies[index] = SettleReply(ok=True)
+        return [reply or SettleReply(ok=False, code="internal_error", status=500, retryable=True)
+                for reply in replies]
+
     async def _settle_one(self, request: Settle) -> SettleReply:
         """Store one settlement in the ledger stream; the reply says whether to retry it."""
         try:
+            await self.store.settled_view()
             event = self.ledger.settlement(request.request_id, request.cost_usd, request.total_tokens,
                                            now_ms=int(time.time() * 1000), api_key_id=request.api_key_id,
                                            organization_id=request.organization_id, lease_id=request.lease_id)
@@ -180,10 +221,7 @@ class Billing:
             self.metrics.settlements.inc()
             return SettleReply(ok=True, duplicate=duplicate)
         except errors.BillingError as exc:
-            if exc.status >= 500:
-                log.warning("settle_not_stored", code=exc.code)
-            return SettleReply(ok=False, code=exc.code, status=exc.status, message=exc.message,
-                               retryable=exc.status >= 500)
+            return _settle_error(exc)
         except Exception as exc:  # a bug: answer retryable so the proxy keeps the settlement
             log.exception("settle_failed", error=type(exc).__name__)
             return SettleReply(ok=False, code="internal_error", status=500, message="billing failed to settle",
@@ -208,6 +246,13 @@ class Billing:
         if reply.granted:
             self.metrics.leases.inc()
         await _respond(msg, reply)
+
+
+def _settle_error(exc: errors.BillingError) -> SettleReply:
+    """A settlement billing did not store: retryable when the ledger was unavailable (5xx), final otherwise."""
+    if exc.status >= 500:
+        log.warning("settle_not_stored", code=exc.code)
+    return SettleReply(ok=False, code=exc.code, status=exc.status, message=exc.message, retryable=exc.status >= 500)
 
 
 def _auth_error(error: errors.BillingError) -> AuthReply:

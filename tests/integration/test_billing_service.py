@@ -21,7 +21,21 @@ from nats.aio.client import Client
 from launcher import procs
 from launcher.nats import NatsServer
 from proto import codec, subjects
-from proto.billing import AdmitReply, AdmitRequest, AuthReply, AuthRequest, KeySettings, Settle, SettleReply
+from proto.billing import (
+    AdmitReply,
+    AdmitRequest,
+    AuthReply,
+    AuthRequest,
+    KeySettings,
+    LeaseReply,
+    LeaseRequest,
+    Settle,
+    SettleBatch,
+    SettleBatchReply,
+    SettledBatch,
+    SettleReply,
+    decode_event,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "rt-admin-billing-tests"
@@ -204,6 +218,67 @@ async def test_auth_admit_and_settle_over_nats(billing: BillingProcess, nc: Clie
         reply = await nc.request(subjects.BILLING_SETTLE, garbage, timeout=5)
         assert codec.decode(reply.data, SettleReply).status == 400
     assert (await admit(nc, "req-4", "0.1", api_key=key["secret"])).admitted  # the subscriber lived
+
+
+async def _ledger_events(nc: Client) -> list[object]:
+    js = nc.jetstream()
+    last = (await js.stream_info(subjects.LEDGER_STREAM)).state.last_seq
+    return [decode_event((await js.get_msg(subjects.LEDGER_STREAM, seq)).data) for seq in range(1, last + 1)]
+
+
+async def test_a_settle_batch_is_one_stream_message_and_a_retry_writes_nothing(billing: BillingProcess,
+                                                                                nc: Client) -> None:
+    key = billing.org_with_key("org_batch", "10")
+    before = len(await _ledger_events(nc))
+
+    def batch(*items: tuple[str, str]) -> bytes:
+        return codec.encode(SettleBatch(tuple(Settle(request_id=rid, api_key_id=key["id"],
+                                                     organization_id="org_batch", cost_usd=Decimal(cost))
+                                              for rid, cost in items)))
+
+    items = [("b1", "0.1"), ("b2", "0.2"), ("b1", "0.1"), ("b3", "-1"), ("b4", "0.4")]
+    reply = codec.decode((await nc.request(subjects.BILLING_SETTLE_BATCH, batch(*items), timeout=5)).data,
+                         SettleBatchReply).replies
+    assert [(r.ok, r.duplicate) for r in reply] == [(True, False), (True, False), (True, True), (False, False),
+                                                    (True, False)]
+    assert reply[3].status == 400 and not reply[3].retryable  # a negative cost is refused alone, for good
+    events = (await _ledger_events(nc))[before:]
+    assert len(events) == 1 and isinstance(events[0], SettledBatch)
+    assert [m.request_id for m in events[0].settlements] == ["b1", "b2", "b4"]
+    again = codec.decode((await nc.request(subjects.BILLING_SETTLE_BATCH, batch(*items[:3]), timeout=5)).data,
+                         SettleBatchReply).replies
+    assert all(r.ok and r.duplicate for r in again) and len(await _ledger_events(nc)) == before + 1
+    status, org = billing.admin("GET", "/organizations/org_batch")
+    assert status == 200 and org["balance_usd"] == Decimal("9.3")
+
+
+async def test_a_lease_over_nats_reserves_and_its_settlements_draw_from_it(billing: BillingProcess,
+                                                                           nc: Client) -> None:
+    key = billing.org_with_key("org_lease", "10")
+    request = LeaseRequest(lease_id="lease_t1", api_key=key["secret"], want_usd=Decimal("1"), min_usd=Decimal("0.01"))
+    lease = codec.decode((await nc.request(subjects.BILLING_LEASE, codec.encode(request), timeout=5)).data,
+                         LeaseReply)
+    assert lease.granted and lease.granted_usd == Decimal("1") and lease.api_key_id == key["id"]
+    status, org = billing.admin("GET", "/organizations/org_lease")
+    assert org["reserved_usd"] == Decimal("1")
+    settles = SettleBatch(tuple(Settle(request_id=f"l{i}", api_key_id=key["id"], organization_id="org_lease",
+                                       cost_usd=Decimal("0.1"), lease_id="lease_t1") for i in range(3)))
+    replies = codec.decode((await nc.request(subjects.BILLING_SETTLE_BATCH, codec.encode(settles), timeout=5)).data,
+                           SettleBatchReply).replies
+    assert all(r.ok for r in replies)
+    status, org = billing.admin("GET", "/organizations/org_lease")
+    assert (org["balance_usd"], org["reserved_usd"]) == (Decimal("9.7"), Decimal("0.7"))
+    release = LeaseRequest(lease_id="lease_t1", release=True)
+    released = codec.decode((await nc.request(subjects.BILLING_LEASE, codec.encode(release), timeout=5)).data,
+                            LeaseReply)
+    assert released.reason == "released"
+    status, org = billing.admin("GET", "/organizations/org_lease")
+    assert (org["balance_usd"], org["reserved_usd"]) == (Decimal("9.7"), 0)
+    limited = billing.org_with_key("org_lease_rpm", "10", rate_limit_rpm=5)
+    request = LeaseRequest(lease_id="lease_t2", api_key=limited["secret"], want_usd=Decimal("1"))
+    refused = codec.decode((await nc.request(subjects.BILLING_LEASE, codec.encode(request), timeout=5)).data,
+                           LeaseReply)
+    assert (refused.granted, refused.reason) == (False, "rate_limited")
 
 
 async def test_rpm_limit_over_nats_with_retry_after(billing: BillingProcess, nc: Client) -> None:

@@ -25,7 +25,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from launcher import procs
 from launcher.stack import Stack, StackConfig
 from proto import subjects
-from proto.billing import Settled, decode_event
+from proto.billing import decode_event, settlements_in
 from tests.conftest import http_json, sql, wait_for
 
 REQUESTS = 200
@@ -116,7 +116,7 @@ async def fresh_connection_requests(url: str, key: str, n: int, concurrency: int
 
 
 async def ledger_settlements(stack: Stack, org: str) -> Counter[str]:
-    """Request id -> number of Settled events of `org` in ROUTEUR_LEDGER."""
+    """Request id -> number of settlements of `org` in ROUTEUR_LEDGER (lone or in a SettledBatch)."""
     nc = await nats.connect(stack.nats.url)
     found: Counter[str] = Counter()
     try:
@@ -129,9 +129,9 @@ async def ledger_settlements(stack: Stack, org: str) -> Counter[str]:
         while seq < last:
             msg = await sub.next_msg(timeout=10)
             seq = msg.metadata.sequence.stream
-            event = decode_event(msg.data)
-            if isinstance(event, Settled) and event.organization_id == org:
-                found[event.request_id] += 1
+            for event in settlements_in(decode_event(msg.data)):
+                if event.organization_id == org:
+                    found[event.request_id] += 1
         await sub.unsubscribe()
     finally:
         await nc.close()

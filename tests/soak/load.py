@@ -22,7 +22,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from launcher.ceph import S3Endpoint
 from launcher.stack import Stack
 from proto import subjects
-from proto.billing import Settled, decode_event
+from proto.billing import decode_event, settlements_in
 from tests.conftest import STACK_BUCKET, http_json, sql
 from tests.fixtures.ceph import s3_client
 
@@ -187,7 +187,8 @@ async def ledger_seq(stack: Stack) -> int:
 
 
 async def settlements(stack: Stack, org: str, after_seq: int) -> dict[str, list[Decimal]]:
-    """Every Settled event of `org` stored in ROUTEUR_LEDGER after `after_seq`: request id -> costs (one each)."""
+    """Every settlement of `org` stored in ROUTEUR_LEDGER after `after_seq` (lone or in a SettledBatch):
+    request id -> costs (one each)."""
     nc = await nats.connect(stack.nats.url)
     found: dict[str, list[Decimal]] = {}
     try:
@@ -203,9 +204,9 @@ async def settlements(stack: Stack, org: str, after_seq: int) -> dict[str, list[
         while seq < last:
             msg = await sub.next_msg(timeout=10)
             seq = msg.metadata.sequence.stream
-            event = decode_event(msg.data)
-            if isinstance(event, Settled) and event.organization_id == org:
-                found.setdefault(event.request_id, []).append(event.cost_usd)
+            for event in settlements_in(decode_event(msg.data)):
+                if event.organization_id == org:
+                    found.setdefault(event.request_id, []).append(event.cost_usd)
         await sub.unsubscribe()
     finally:
         await nc.close()

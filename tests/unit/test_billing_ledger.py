@@ -451,3 +451,24 @@ def test_the_keys_read_model_shows_own_and_effective_settings() -> None:
     summary = reply.keys[0]
     assert summary.api_key_id == key.id and summary.settings == OFF
     assert summary.effective_settings == KeySettings(archive_payloads=True)
+
+
+def test_a_settled_batch_applies_each_member_once_and_replays_exactly() -> None:
+    from proto.billing import SettledBatch, event_msg_id, settlements_in
+
+    book = Book()
+    book.org(funds="5")
+    key, _ = book.key()
+    first = book.ledger.settlement("s1", D("0.5"), 10, now_ms=T0_MS, api_key_id=key.id)
+    second = book.ledger.settlement("s2", D("0.25"), 5, now_ms=T0_MS, api_key_id=key.id)
+    assert first is not None and second is not None
+    batch = SettledBatch((first, second))
+    book.do(batch)
+    assert not book.ledger.apply(SettledBatch((first,)))  # already applied: nothing changes
+    assert book.ledger.org("org_a").balance_usd == D("4.25") and key.spent_usd == D("0.75")
+    assert settlements_in(batch) == (first, second) and settlements_in(first) == (first,)
+    assert event_msg_id(batch) == event_msg_id(SettledBatch((second, first))) != event_msg_id(SettledBatch((first,)))
+    replayed = Ledger(key_secret=SERVER_SECRET)
+    for event in [decode_event(codec.encode(e)) for e in book.events]:
+        replayed.apply(event)
+    assert replayed.org("org_a").balance_usd == D("4.25") and replayed.state.events == book.ledger.state.events
