@@ -152,23 +152,17 @@ class Billing:
         task.add_done_callback(self._tasks.discard)
 
     async def _settle(self, msg: Msg) -> None:
-        if msg.subject == subjects.BILLING_SETTLE_BATCH:
-            try:
-                batch = _SETTLE_BATCH.decode(msg.data)
-            except (msgspec.DecodeError, UnicodeError) as exc:
-                await _respond(msg, SettleReply(ok=False, code=errors.INVALID_REQUEST, status=400,
-                                                message=f"bad settle batch: {exc}"))
-                return
-            replies = await self._settle_batch(batch.settles)
-            await _respond(msg, SettleBatchReply(replies=tuple(replies)))
-            return
+        decoder = _SETTLE_BATCH if msg.subject == subjects.BILLING_SETTLE_BATCH else _SETTLE
         try:
-            request = _SETTLE.decode(msg.data)
+            request: Settle | SettleBatch = decoder.decode(msg.data)
         except (msgspec.DecodeError, UnicodeError) as exc:
             await _respond(msg, SettleReply(ok=False, code=errors.INVALID_REQUEST, status=400,
                                             message=f"bad settle: {exc}"))
             return
-        await _respond(msg, await self._settle_one(request))
+        if isinstance(request, SettleBatch):
+            await _respond(msg, SettleBatchReply(replies=tuple(await self._settle_batch(request.settles))))
+        else:
+            await _respond(msg, await self._settle_one(request))
 
     async def _settle_batch(self, settles: tuple[Settle, ...]) -> list[SettleReply]:
         """A proxy's batch: the new settlements are stored as one SettledBatch stream message (one JetStream
