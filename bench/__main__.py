@@ -162,7 +162,8 @@ class Bench:
             # PROXY_WORKERS > 1 needs a fixed port: one free now (the workers share it with SO_REUSEPORT)
             port = procs.free_port() if self.args.proxy_workers > 1 else 0
             stack = Stack(StackConfig(data_dir=self.data_dir, proxy_port=port, emulator="on", extra_env=extra,
-                                      proxy_workers=self.args.proxy_workers))
+                                      proxy_workers=self.args.proxy_workers,
+                                      background_nice=self.args.background_nice))
             log(f"starting the stack in {self.data_dir} (proxy workers: {self.args.proxy_workers})")
             stack.start()
             self.stack = stack
@@ -177,6 +178,7 @@ class Bench:
         self.result["config"] = {
             "mode": "running stack" if self.args.use_running else "own stack (temp data dir, LOG_LEVEL=WARNING)",
             "only": self.args.only, "proxy_workers": self.args.proxy_workers,
+            "background_nice": self.args.background_nice,
             "rates": self.rates, "scale": self.scale, "p99_bound_ms": self.args.p99_bound_ms,
             "step_s": self.step_s, "loadgen_cpu": cpu, "pipeline": PIPELINE, "model": MODEL,
         }
@@ -776,6 +778,9 @@ def main() -> int:
     parser.add_argument("--loadgen-cpu", type=int, default=None, help="core for the load generator (default: last)")
     parser.add_argument("--proxy-workers", type=int, default=1, metavar="N",
                         help="PROXY_WORKERS of the bench's own stack: N proxy processes on one port (SO_REUSEPORT)")
+    parser.add_argument("--background-nice", type=int, default=10, choices=range(20), metavar="N",
+                        help="ROUTEUR_NICE of the tracer and archiver (as `make run` does; 0 = same priority as "
+                             "the proxy)")
     parser.add_argument("--keep-data", action="store_true", help="keep the temp data dir (logs) afterwards")
     parser.add_argument("--render", metavar="JSON", help="only re-render the Markdown of a result JSON and print it")
     args = parser.parse_args()

@@ -61,6 +61,9 @@ def render(result: dict[str, Any]) -> str:
     if cfg.get("proxy_workers", 1) > 1:
         out += [f"Proxy: **{cfg['proxy_workers']} worker processes** on one port (`PROXY_WORKERS`, SO_REUSEPORT: "
                 f"the kernel assigns each new connection to a worker; keep-alive connections stay on theirs).", ""]
+    if cfg.get("background_nice"):
+        out += [f"The tracer and archiver run at nice {cfg['background_nice']} (`ROUTEUR_NICE`, as `make run` starts "
+                f"them on one machine): their batch work yields the CPU to the proxy.", ""]
     if up.get("chosen"):
         out += _method(cfg, up)
     else:

@@ -48,7 +48,7 @@ def _config(args: argparse.Namespace) -> StackConfig:
                  "S3_SECRET_KEY": endpoint.secret_key, "S3_REGION": endpoint.region}
     return StackConfig(data_dir=data_dir, proxy_port=int(os.environ.get("ROUTEUR_PORT", "8080")),
                        emulator=os.environ.get("ROUTEUR_EMULATOR", "auto"), object_store_url=object_store_url,
-                       extra_env=extra, proxy_workers=_proxy_workers())
+                       extra_env=extra, proxy_workers=_proxy_workers(), background_nice=_background_nice())
 
 
 def _proxy_workers() -> int:
@@ -59,6 +59,14 @@ def _proxy_workers() -> int:
     except ValueError:
         raise SystemExit(f"configuration error: environment variable PROXY_WORKERS must be an integer, "
                          f"got {raw!r}") from None
+
+
+def _background_nice() -> int:
+    """ROUTEUR_BACKGROUND_NICE (default 10): the tracer and archiver yield the CPU to the proxy on one machine."""
+    raw = os.environ.get("ROUTEUR_BACKGROUND_NICE", "").strip() or "10"
+    if not raw.isdigit() or int(raw) > 19:
+        raise SystemExit(f"configuration error: ROUTEUR_BACKGROUND_NICE must be an integer 0–19, got {raw!r}")
+    return int(raw)
 
 
 def run(args: argparse.Namespace) -> int:

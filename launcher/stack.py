@@ -62,6 +62,7 @@ class StackConfig:
     supervise: bool = True
     proxies: int = 1  # extra proxy processes are named proxy-2, proxy-3, … (the proxy tier scales alone)
     proxy_workers: int = 1  # PROXY_WORKERS of each proxy: worker processes sharing its port (SO_REUSEPORT)
+    background_nice: int = 0  # ROUTEUR_NICE of the batch consumers (tracer, archiver): yield the CPU to the proxy
 
 
 class Stack:
@@ -126,6 +127,8 @@ class Stack:
         env[_PORT_VARS[child.service]] = str(child.port)
         if child.service == "proxy":
             env["PROXY_WORKERS"] = str(self.config.proxy_workers)
+        if child.service in ("tracer", "archiver") and self.config.background_nice:
+            env["ROUTEUR_NICE"] = str(self.config.background_nice)
         if "emulator" in self.children:
             env["ROUTEUR_EMULATOR_URL"] = self.children["emulator"].url
         env.update(self.config.extra_env)

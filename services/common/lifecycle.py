@@ -18,7 +18,15 @@ CONFIG_EXIT = 2  # a settings error: restarting with the same environment cannot
 
 
 def run_service(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run `main(stop)` until it returns; `stop` is set on SIGTERM or SIGINT. Settings errors exit 2."""
+    """Run `main(stop)` until it returns; `stop` is set on SIGTERM or SIGINT. Settings errors exit 2.
+
+    ROUTEUR_NICE (0–19) lowers the process's CPU priority first: on one machine the launcher gives it to the
+    batch consumers (tracer, archiver), so their bursts wait for the proxy rather than the other way round."""
+    nice = os.environ.get("ROUTEUR_NICE", "").strip()
+    if nice:
+        if not nice.isdigit() or int(nice) > 19:
+            exit_on_settings_error(SettingsError(f"ROUTEUR_NICE must be an integer 0–19, got {nice!r}"))
+        os.nice(int(nice))
     try:
         import uvloop
 

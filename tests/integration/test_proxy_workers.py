@@ -37,7 +37,8 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Which 
 def workers_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack of its own whose proxy runs two workers; payload archives in a directory (no S3 needed)."""
     running = Stack(StackConfig(data_dir=tmp_path_factory.mktemp("routeur-workers"), proxy_port=0, emulator="on",
-                                proxy_workers=2, extra_env={"TRACER_FLUSH_INTERVAL_S": "0.05", "LOG_LEVEL": "INFO"}))
+                                proxy_workers=2, background_nice=10,
+                                extra_env={"TRACER_FLUSH_INTERVAL_S": "0.05", "LOG_LEVEL": "INFO"}))
     try:
         running.start()
     except RuntimeError:
@@ -280,3 +281,15 @@ async def test_sigterm_drains_every_worker_and_stops_them_all(workers_stack: Sta
         stack, "SELECT count() AS n FROM traces FINAL WHERE has({ids:Array(String)}, request_id) AND status_code = 200",
         {"ids": ids})), timeout=30)
     assert rows[0]["n"] == STREAMS
+
+
+def _nice(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_batch_consumers_yield_the_cpu_to_the_proxy(workers_stack: Stack) -> None:
+    """background_nice: the tracer and archiver run at nice 10, every other service at the launcher's own."""
+    children = workers_stack.children
+    pids = {name: child.proc.pid for name, child in children.items() if child.proc is not None}
+    assert _nice(pids["tracer"]) == _nice(pids["archiver"]) == os.nice(0) + 10
+    assert _nice(pids["billing"]) == _nice(pids["router"]) == os.nice(0)  # (the proxy was restarted above)
