@@ -37,6 +37,7 @@ from proto.billing import (
 )
 from services.billing import errors, overview
 from services.billing.ledger import Ledger
+from services.billing.inflight import InFlight
 from services.billing.metrics import BillingMetrics
 from services.billing.store import LedgerStore
 from services.common.logs import get_logger
@@ -64,6 +65,7 @@ class Billing:
         self._expiry: asyncio.Task[None] | None = None
         self.admits = 0
         self.settles = 0
+        self._inflight = InFlight()  # settlements being written: a concurrent retry waits for the outcome
         self.metrics = BillingMetrics(lambda: self.ledger.open_reservations)
 
     async def start(self) -> None:
@@ -171,7 +173,7 @@ class Billing:
             return [await self._settle_one(settles[0])]
         replies: list[SettleReply | None] = [None] * len(settles)
         try:
-            await self.store.settled_view()
+            await self._inflight.settle((request.request_id for request in settles), self.store.settled_view)
         except errors.BillingError as exc:
             return [_settle_error(exc)] * len(settles)
         now_ms = int(time.time() * 1000)
@@ -191,7 +193,8 @@ class Billing:
         if new:
             members = tuple(event for _, event in new.values())
             try:
-                await self.store.append(members[0] if len(members) == 1 else SettledBatch(members))
+                with self._inflight.writing(new):
+                    await self.store.append(members[0] if len(members) == 1 else SettledBatch(members))
             except errors.BillingError as exc:
                 for index, _ in new.values():
                     replies[index] = _settle_error(exc)
@@ -206,11 +209,15 @@ class Billing:
     async def _settle_one(self, request: Settle) -> SettleReply:
         """Store one settlement in the ledger stream; the reply says whether to retry it."""
         try:
-            await self.store.settled_view()
+            await self._inflight.settle((request.request_id,), self.store.settled_view)
             event = self.ledger.settlement(request.request_id, request.cost_usd, request.total_tokens,
                                            now_ms=int(time.time() * 1000), api_key_id=request.api_key_id,
                                            organization_id=request.organization_id, lease_id=request.lease_id)
-            duplicate = True if event is None else await self.store.append(event)
+            if event is None:
+                duplicate = True
+            else:
+                with self._inflight.writing((event.request_id,)):
+                    duplicate = await self.store.append(event)
             self.settles += 1
             self.metrics.settlements.inc()
             return SettleReply(ok=True, duplicate=duplicate)

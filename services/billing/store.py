@@ -59,7 +59,7 @@ class LedgerStore:
         self._sub: Subscription | None = None
         self._snapshot_task: asyncio.Task[None] | None = None
         self.undecodable = 0
-        self._uncertain = False  # a write was not acknowledged: it may be stored all the same
+        self._uncertain = 0  # writes not acknowledged since the last full catch-up: stored all the same?
 
     @property
     def following(self) -> bool:
@@ -110,24 +110,30 @@ class LedgerStore:
                                          stream=subjects.LEDGER_STREAM,
                                          headers={"Nats-Msg-Id": event_msg_id(event)})
         except Exception as exc:  # timeout, no responders, disconnected: all mean "not stored", retry
-            self._uncertain = True
+            self._uncertain += 1
             raise LedgerUnavailable(f"the ledger stream did not acknowledge the write ({type(exc).__name__}); "
                                     "retry with the same request") from None
-        await self._caught_up(ack.seq, self._timeout)
+        try:
+            await self._caught_up(ack.seq, self._timeout)
+        except LedgerUnavailable:  # stored but not applied yet: a retry must not be judged on this view
+            self._uncertain += 1
+            raise
         return bool(ack.duplicate)
 
     async def settled_view(self) -> None:
         """Before deciding what is already settled: if a write went unacknowledged it may be stored anyway,
         so first follow the stream to its current end (a retry of it is then seen as settled, not written
         twice). Raises LedgerUnavailable while JetStream cannot say."""
-        if not self._uncertain:
+        uncertain = self._uncertain
+        if not uncertain:
             return
         try:
             info = await self._js.stream_info(subjects.LEDGER_STREAM)
         except Exception as exc:
             raise LedgerUnavailable(f"the ledger stream cannot be read ({type(exc).__name__}); retry") from None
         await self._caught_up(info.state.last_seq, self._timeout)
-        self._uncertain = False
+        if self._uncertain == uncertain:  # no write failed meanwhile (that one may be stored after last_seq)
+            self._uncertain = 0
 
     async def _caught_up(self, seq: int, timeout: float) -> None:
         if self.applied_seq >= seq:

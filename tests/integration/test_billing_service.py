@@ -35,6 +35,7 @@ from proto.billing import (
     SettledBatch,
     SettleReply,
     decode_event,
+    settlements_in,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,6 +251,29 @@ async def test_a_settle_batch_is_one_stream_message_and_a_retry_writes_nothing(b
     assert all(r.ok and r.duplicate for r in again) and len(await _ledger_events(nc)) == before + 1
     status, org = billing.admin("GET", "/organizations/org_batch")
     assert status == 200 and org["balance_usd"] == Decimal("9.3")
+
+
+async def test_a_retry_in_another_batch_while_the_first_write_is_in_flight_is_stored_once(
+        billing: BillingProcess, nc: Client) -> None:
+    """A proxy whose settle request timed out re-sends the same settlements, batched with others: whatever
+    the interleaving, each request is in the ledger stream exactly once."""
+    key = billing.org_with_key("org_overlap", "100")
+    before = len(await _ledger_events(nc))
+
+    def batch(ids: range) -> bytes:
+        return codec.encode(SettleBatch(tuple(Settle(request_id=f"ov{i}", api_key_id=key["id"],
+                                                     organization_id="org_overlap", cost_usd=Decimal("0.01"))
+                                              for i in ids)))
+
+    shapes = [range(0, 40), range(20, 60), range(10, 50), range(0, 60), range(55, 80)]
+    replies = await asyncio.gather(*(nc.request(subjects.BILLING_SETTLE_BATCH, batch(ids), timeout=10)
+                                     for ids in shapes))
+    for reply in replies:
+        assert all(r.ok for r in codec.decode(reply.data, SettleBatchReply).replies)
+    stored = [member.request_id for event in (await _ledger_events(nc))[before:] for member in settlements_in(event)]
+    assert sorted(stored) == sorted(f"ov{i}" for i in range(80))
+    status, org = billing.admin("GET", "/organizations/org_overlap")
+    assert status == 200 and org["spent_usd"] == Decimal("0.80")
 
 
 async def test_a_lease_over_nats_reserves_and_its_settlements_draw_from_it(billing: BillingProcess,
