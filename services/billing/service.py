@@ -36,8 +36,8 @@ from proto.billing import (
     SettleReply,
 )
 from services.billing import errors, overview
-from services.billing.ledger import Ledger
 from services.billing.inflight import InFlight
+from services.billing.ledger import Ledger
 from services.billing.metrics import BillingMetrics
 from services.billing.store import LedgerStore
 from services.common.logs import get_logger
