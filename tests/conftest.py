@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,26 @@ T = TypeVar("T")
 STACK_BUCKET = "routeur-payloads"
 
 
+async def streamed_text(chunks: AsyncIterable[Any]) -> str:
+    """The assistant text of an `openai` SDK chat stream."""
+    text = ""
+    async for chunk in chunks:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+    return text
+
+
+def running_stack(stack: Stack) -> Iterator[Stack]:
+    """A fixture's body: start `stack` (stopping what did start if that fails), yield it, stop it."""
+    try:
+        stack.start()
+    except RuntimeError:
+        stack.stop()
+        raise
+    yield stack
+    stack.stop()
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint) -> Iterator[Stack]:
     """The whole system as separate processes, the emulator as every provider, payload archives in radosgw."""
@@ -35,13 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint) -> 
                                            "S3_ACCESS_KEY": s3_endpoint.access_key,
                                            "S3_SECRET_KEY": s3_endpoint.secret_key,
                                            "S3_REGION": s3_endpoint.region}))
-    try:
-        running.start()
-    except RuntimeError:
-        running.stop()
-        raise
-    yield running
-    running.stop()
+    yield from running_stack(running)
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 20.0, interval: float = 0.1) -> T:

@@ -7,7 +7,7 @@ import asyncio
 import openai
 
 from launcher.stack import Stack
-from tests.conftest import http_json, sql, wait_for
+from tests.conftest import http_json, sql, streamed_text, wait_for
 
 STREAMS = 50
 
@@ -26,11 +26,7 @@ async def test_sigterm_drains_in_flight_streams(stack: Stack) -> None:
         ids.append(response.headers["x-request-id"])
         if len(ids) == STREAMS:
             started.set()
-        text = ""
-        async for chunk in response.parse():
-            if chunk.choices:
-                text += chunk.choices[0].delta.content or ""
-        return text
+        return await streamed_text(response.parse())
 
     try:
         tasks = [asyncio.create_task(one(i)) for i in range(STREAMS)]

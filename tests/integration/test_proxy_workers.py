@@ -26,7 +26,7 @@ from launcher import procs
 from launcher.stack import Stack, StackConfig
 from proto import subjects
 from proto.billing import decode_event, settlements_in
-from tests.conftest import http_json, sql, wait_for
+from tests.conftest import http_json, running_stack, sql, streamed_text, wait_for
 
 REQUESTS = 200
 STREAMS = 30
@@ -39,13 +39,7 @@ def workers_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running = Stack(StackConfig(data_dir=tmp_path_factory.mktemp("routeur-workers"), proxy_port=0, emulator="on",
                                 proxy_workers=2, background_nice=10,
                                 extra_env={"TRACER_FLUSH_INTERVAL_S": "0.05", "LOG_LEVEL": "INFO"}))
-    try:
-        running.start()
-    except RuntimeError:
-        running.stop()
-        raise
-    yield running
-    running.stop()
+    yield from running_stack(running)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -253,11 +247,7 @@ async def test_sigterm_drains_every_worker_and_stops_them_all(workers_stack: Sta
             ids.append(response.headers["x-request-id"])
             if len(ids) == STREAMS:
                 started.set()
-            text = ""
-            async for chunk in response.parse():
-                if chunk.choices:
-                    text += chunk.choices[0].delta.content or ""
-            return text
+            return await streamed_text(response.parse())
 
     try:
         tasks = [asyncio.create_task(one(i)) for i in range(STREAMS)]
