@@ -51,6 +51,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, s3_endpoint: S3Endpoint) -> 
                                 extra_env={"TRACER_FLUSH_INTERVAL_S": "0.05", "LOG_LEVEL": "INFO",
                                            "PROXY_MAX_BODY_BYTES": str(1 << 20),
                                            "ROUTER_BREAKER_COOLDOWN_S": "2",
+                                           # the fault checks read usage_minute within seconds of a fault: the
+                                           # tracer's reconciler checks suspect minutes 1 s after marking them
+                                           "TRACER_RECONCILE_DELAY_S": "1", "TRACER_RECONCILE_SUSPECT_S": "3",
                                            "S3_ENDPOINT_URL": s3_endpoint.url,
                                            "S3_ACCESS_KEY": s3_endpoint.access_key,
                                            "S3_SECRET_KEY": s3_endpoint.secret_key,

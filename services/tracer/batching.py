@@ -38,8 +38,8 @@ class FlushPolicy(msgspec.Struct, frozen=True):
 _V1_TOKENS = 9  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
 
 
-def ack_counts(reply: str) -> tuple[int, int]:
-    """(times delivered, messages pending in the consumer) from a JetStream message's ack subject.
+def ack_info(reply: str) -> tuple[int, int, int]:
+    """(times delivered, stream sequence, messages pending in the consumer) from a JetStream message's ack subject.
 
     Both forms: v1 `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>` and v2
     `$JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<time>.<pending>[.<token>]`.
@@ -49,4 +49,10 @@ def ack_counts(reply: str) -> tuple[int, int]:
     if not (len(tokens) == _V1_TOKENS or len(tokens) >= _V1_TOKENS + 2) or tokens[:2] != ["$JS", "ACK"]:
         raise ValueError(f"not a JetStream ack subject: {reply[:80]!r}")
     first = 4 if len(tokens) == _V1_TOKENS else 6
-    return int(tokens[first]), int(tokens[first + 4])
+    return int(tokens[first]), int(tokens[first + 1]), int(tokens[first + 4])
+
+
+def ack_counts(reply: str) -> tuple[int, int]:
+    """(times delivered, messages pending in the consumer): `ack_info` without the stream sequence."""
+    delivered, _, pending = ack_info(reply)
+    return delivered, pending

@@ -1,4 +1,4 @@
-"""The tracer's Prometheus series: consumer lag, batch sizes, insert latency, failed inserts."""
+"""The tracer's Prometheus series: consumer lag, batch sizes, insert latency, failed inserts, rollup repairs."""
 
 from __future__ import annotations
 
@@ -21,3 +21,15 @@ class TracerMetrics:
                                       registry=self.registry)
         self.undecodable = Counter("routeur_tracer_undecodable", "Messages dropped as undecodable",
                                    registry=self.registry)
+        self.reconcile_pending = Gauge("routeur_tracer_reconcile_pending",
+                                       "Suspect (organization, minute) buckets waiting for the rollup reconciler",
+                                       registry=self.registry)
+        self.reconcile_checked = Counter("routeur_tracer_reconcile_checked",
+                                         "Suspect (organization, minute) buckets compared with traces FINAL",
+                                         registry=self.registry)
+        self.rollup_repairs = Counter("routeur_tracer_rollup_repairs",
+                                      "Rollup buckets (organization, bucket) rebuilt because they differed from "
+                                      "their source", ["grain"], registry=self.registry)
+        self.reconcile_failures = Counter("routeur_tracer_reconcile_failures",
+                                          "Reconciler rounds that failed (their buckets are checked again later)",
+                                          registry=self.registry)

@@ -31,6 +31,13 @@ USAGE_HOUR_GROUP = "GROUP BY hour, organization_id, api_key_id, model, provider"
 USAGE_DAY_SELECT = USAGE_MINUTE_SELECT.replace("toStartOfMinute(ts) AS minute", "toStartOfDay(ts) AS day")
 USAGE_DAY_GROUP = "GROUP BY day, organization_id, api_key_id, model, provider"
 
+# The rollups' columns after the time bucket, in table order: the grouping keys, the summed counters (exact), then
+# `latency_ms`, a quantiles(LATENCY_QUANTILES) state. The reconciler (reconcile.py) builds its SQL from these.
+ROLLUP_KEYS = ("organization_id", "api_key_id", "model", "provider")
+ROLLUP_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd", "fallbacks",
+               "redactions")
+LATENCY_QUANTILES = "0.5, 0.95"
+
 
 def _rollup_table(name: str, time_column: str) -> str:
     return f"""
@@ -135,6 +142,19 @@ SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
          f" {USAGE_DAY_GROUP}"),
     (11, ("TRUNCATE TABLE IF EXISTS usage_day",
           f"INSERT INTO usage_day {USAGE_DAY_SELECT} FROM traces FINAL {USAGE_DAY_GROUP}")),
+    # The rollup reconciler's journal (reconcile.py): the newest row of an (organization, minute) says whether a
+    # rebuild of its rollup buckets, once started, finished; a process that died in between leaves `done = 0`.
+    (12, """
+CREATE TABLE IF NOT EXISTS rollup_repairs (
+    organization_id String,
+    minute DateTime('UTC'),
+    version UInt64,
+    done UInt8,
+    written_at DateTime('UTC') DEFAULT now()
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (organization_id, minute)
+TTL written_at + INTERVAL 30 DAY
+"""),
 )
 
 

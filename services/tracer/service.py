@@ -20,8 +20,8 @@ from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
-from services.tracer import rows, usage
-from services.tracer.batching import FlushPolicy, ack_counts
+from services.tracer import reconcile, rows, usage
+from services.tracer.batching import FlushPolicy, ack_info
 from services.tracer.metrics import TracerMetrics
 from services.tracer.pull import Puller
 from services.tracer.settings import Settings
@@ -30,6 +30,8 @@ from services.tracer.store import TraceStore
 log = get_logger()
 _TRACE = msgspec.json.Decoder(TraceEvent)
 _STOP_CHECK_S = 0.5  # how often an idle consumer looks at the stop flag
+_STOP_RECONCILE_S = 5.0  # at stop, suspect buckets still waiting are checked for at most this long
+_RECOVER_RETRY_S = 5.0  # the startup scan (reconcile.Reconciler.recover) failed: try again this much later
 
 
 class Tracer:
@@ -47,6 +49,16 @@ class Tracer:
         self._replaying = False  # a consumer we just created replays the stream: some of it may be stored
         self.last_insert_error: str | None = None
         self.metrics = TracerMetrics()
+        # The highest stream sequence this process has stored: a first delivery at or below it is a replay (the
+        # server lost acks, e.g. nats-server killed) and goes through the already-stored check.
+        self._stored_seq = 0
+        self._reconnects = 0
+        # Tests drive store_events on a Tracer built without settings: the defaults of Settings then.
+        delay_s, window_s, ttl_days = ((settings.reconcile_delay_s, settings.reconcile_suspect_s, settings.ttl_days)
+                                       if settings is not None else (60.0, 120.0, 90))
+        self.suspects = reconcile.Suspects(delay_s=delay_s, window_s=window_s)
+        self.reconciler = reconcile.Reconciler(store, self.metrics, self.suspects, ttl_days=ttl_days)
+        self._recover_at: float | None = 0.0  # when to run the startup scan (again); None once it succeeded
 
     async def start(self) -> None:
         self._subs.append(await self._nc.subscribe(subjects.TRACER_GET, cb=self._on_get))
@@ -64,6 +76,9 @@ class Tracer:
 
     async def _consume(self) -> None:
         policy = FlushPolicy(self._settings.batch_size, self._settings.flush_interval_s)
+        self._reconnects = self._nc.stats["reconnects"]
+        self.suspects.open_window(time.monotonic())
+        await self._recover()
         await self._ensure_consumer()
         puller = Puller(self._nc, stream=subjects.TRACE_STREAM, consumer=subjects.TRACE_CONSUMER,
                         limit=policy.buffer_limit, ensure_consumer=self._ensure_consumer)
@@ -77,6 +92,39 @@ class Tracer:
             await puller.stop()
             while puller.buffered:  # delivered while we stopped: store and ack them rather than wait for redelivery
                 await self._write_batch(puller.take(policy.max_rows))
+            # Nothing of ours is inserted any more: check what waits now rather than lose it with the process
+            # (within a few seconds: the process may have little time left before it is killed).
+            deadline = time.monotonic() + _STOP_RECONCILE_S
+            while len(self.suspects) and time.monotonic() < deadline:
+                if not await self.reconciler.round(time.monotonic(), wall_s=time.time(), everything=True):
+                    break
+
+    async def _recover(self) -> None:
+        """The startup scan: suspect what the previous process ingested last (it may have died mid-insert) and the
+        repairs it left unfinished. Retried from the consumer loop until ClickHouse answers."""
+        now = time.monotonic()
+        try:
+            recent, unfinished = await self.reconciler.recover(now)
+        except Exception as exc:  # ClickHouse not answering yet
+            log.warning("rollup_recover_failed", error=type(exc).__name__, retry_s=_RECOVER_RETRY_S)
+            self._recover_at = now + _RECOVER_RETRY_S
+            return
+        self._recover_at = None
+        if recent or unfinished:
+            log.info("rollup_buckets_suspect_at_start", recent=recent, unfinished_repairs=unfinished)
+
+    async def _maintain(self) -> None:
+        """Between batches: notice a NATS reconnect (the server may have lost acks: suspect window), finish the
+        startup scan if it failed, and run the reconciler when a suspect bucket is due. O(1) when nothing is due."""
+        now = time.monotonic()
+        reconnects = self._nc.stats["reconnects"]
+        if reconnects != self._reconnects:
+            self._reconnects = reconnects
+            self.suspects.open_window(now)
+        if self._recover_at is not None and now >= self._recover_at:
+            await self._recover()
+        if self.suspects.due(now):
+            await self.reconciler.round(now, wall_s=time.time())
 
     async def _ensure_consumer(self) -> None:
         """Create the durable consumer unless it exists (an existing one keeps its configuration)."""
@@ -90,8 +138,10 @@ class Tracer:
                                         deliver_policy=DeliverPolicy.ALL, ack_wait=60, max_ack_pending=50_000)
                 await self._js.add_consumer(subjects.TRACE_STREAM, config=config)
                 # Its first deliveries include whatever a lost consumer had already stored: check them all
-                # against the table, as redeliveries, until it has caught up with the stream.
+                # against the table, as redeliveries, until it has caught up with the stream. The stream may be
+                # a new one too (sequences from 1 again): forget the sequences stored so far.
                 self._replaying = True
+                self._stored_seq = 0
                 return
             except Exception as exc:  # NATS reconnecting at start: keep trying
                 log.warning("trace_consumer_unavailable", error=type(exc).__name__)
@@ -100,6 +150,7 @@ class Tracer:
     async def _until_due(self, puller: Puller, policy: FlushPolicy) -> None:
         """Wait until the buffered messages make a batch (FlushPolicy) or the tracer stops."""
         while not self._stopping.is_set():
+            await self._maintain()
             age = puller.oldest_age_s()
             if policy.due(puller.buffered, age):
                 return
@@ -120,7 +171,9 @@ class Tracer:
         """Decode, insert, then ack: a message is acknowledged only once its row is stored."""
         events: list[TraceEvent] = []
         good: list[Msg] = []
-        redelivered = False
+        redelivered = self._replaying
+        stored_seq = self._stored_seq
+        top_seq = 0
         for msg in msgs:
             try:
                 events.append(_TRACE.decode(msg.data))
@@ -130,13 +183,14 @@ class Tracer:
                 await msg.term()
                 continue
             good.append(msg)
-            if not redelivered:
-                redelivered = _delivered(msg) > 1
+            delivered, seq, _ = _delivery(msg)
+            top_seq = max(top_seq, seq)
+            # A first delivery at or below what this process stored is a replay: the server lost its acks.
+            redelivered = redelivered or delivered > 1 or seq <= stored_seq
         if not events:
             return
-        pending = _pending(msgs[-1])
+        pending = _delivery(msgs[-1])[2]
         self.metrics.lag.set(pending)
-        redelivered = redelivered or self._replaying
         started = time.perf_counter()
         try:
             await self.store_events(events, redelivered=redelivered)
@@ -149,6 +203,7 @@ class Tracer:
             await asyncio.sleep(1.0)
             return
         self.last_insert_error = None
+        self._stored_seq = max(self._stored_seq, top_seq)
         if pending == 0:
             self._replaying = False
         self.metrics.insert_latency.observe(time.perf_counter() - started)
@@ -169,14 +224,30 @@ class Tracer:
         In-batch repeats are dropped; a retry of the same batch is dropped by ClickHouse (insert
         deduplication token = hash of its request ids); when the batch holds redelivered messages,
         request ids already stored are dropped first (a redelivery can land in a different batch).
+        `traces` is then exact, but the rollups may not be (reconcile.py): the minutes of a batch holding
+        redeliveries (its rows may have been stored half by a failed or killed insert: in `traces` and not in the
+        rollups, or the reverse), of a failed insert, and of any batch inserted during a suspect window are marked
+        for the reconciler.
         """
         batch = rows.unique(events)
         if redelivered and batch:
             stored = await self._store.existing_ids([(e.organization_id, e.timestamp_ms, e.request_id)
                                                      for e in batch])
+            self.suspects.mark(reconcile.minutes_of(batch), time.monotonic())
             batch = [e for e in batch if e.request_id not in stored]
         if batch:
-            await self._store.insert(rows.to_columns(batch), dedup_token=rows.dedup_token(e.request_id for e in batch))
+            try:
+                await self._store.insert(rows.to_columns(batch),
+                                         dedup_token=rows.dedup_token(e.request_id for e in batch))
+            except Exception:
+                now = time.monotonic()
+                self.suspects.mark(reconcile.minutes_of(batch), now)
+                self.suspects.open_window(now)
+                raise
+            now = time.monotonic()
+            if self.suspects.in_window(now):
+                self.suspects.mark(reconcile.minutes_of(batch), now)
+        self.metrics.reconcile_pending.set(len(self.suspects))
         return len(batch)
 
     async def get(self, query: TraceQuery) -> TraceEvent | None:
@@ -272,18 +343,12 @@ def make_app(settings: Settings, tracer: Tracer, store: TraceStore, nc: Client) 
     return app
 
 
-def _delivered(msg: Msg) -> int:
+def _delivery(msg: Msg) -> tuple[int, int, int]:
+    """(times delivered, stream sequence, messages pending) of a delivery."""
     try:
-        return ack_counts(msg.reply)[0]
+        return ack_info(msg.reply)
     except ValueError:  # not a JetStream delivery: treat it as a redelivery, the careful path
-        return 2
-
-
-def _pending(msg: Msg) -> int:
-    try:
-        return ack_counts(msg.reply)[1]
-    except ValueError:
-        return 0
+        return 2, 0, 0
 
 
 def _error(status: int, message: str, kind: str, code: str) -> web.Response:

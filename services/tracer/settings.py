@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import msgspec
 
-from services.common.settings import Secret, env_float, env_int, env_secret, env_str
+from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -20,6 +20,11 @@ class Settings(msgspec.Struct, frozen=True):
     flush_interval_s: float
     ttl_days: int
     log_level: str
+    # Rollup reconciler (services/tracer/reconcile.py): a suspect bucket is compared with `traces FINAL` this
+    # long after it was first marked; after start, a failed insert or a NATS reconnect, every inserted batch's
+    # buckets are suspect for `reconcile_suspect_s`.
+    reconcile_delay_s: float = 60.0
+    reconcile_suspect_s: float = 120.0
 
 
 def load(environ: Mapping[str, str]) -> Settings:
@@ -35,4 +40,13 @@ def load(environ: Mapping[str, str]) -> Settings:
         flush_interval_s=env_float(environ, "TRACER_FLUSH_INTERVAL_S", 1.0),
         ttl_days=env_int(environ, "TRACE_TTL_DAYS", 90),
         log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+        reconcile_delay_s=_non_negative(environ, "TRACER_RECONCILE_DELAY_S", 60.0),
+        reconcile_suspect_s=_non_negative(environ, "TRACER_RECONCILE_SUSPECT_S", 120.0),
     )
+
+
+def _non_negative(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = env_float(environ, name, default)
+    if not value >= 0:  # NaN included
+        raise SettingsError(f"environment variable {name} must be a number of seconds ≥ 0, got {value!r}")
+    return value

@@ -87,6 +87,10 @@ class TraceStore:
 
         return await self._run(query)  # type: ignore[no-any-return]
 
+    async def execute(self, sql: str, params: dict[str, Any], *, settings: dict[str, Any] | None = None) -> None:
+        """A statement without a result (the reconciler's DELETE and INSERT … SELECT)."""
+        await self._run(lambda: self._connect().command(sql, parameters=params, settings=settings))
+
     async def ping(self) -> bool:
         try:
             await self._run(lambda: self._connect().command("SELECT 1"))

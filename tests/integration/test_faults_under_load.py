@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import pytest
 
 from launcher.ceph import S3Endpoint
 from launcher.stack import Stack
-from tests.soak.faults import FAULTS, ROLLUP_KNOWN_OFF, Fault
+from tests.soak.faults import FAULTS, Fault
 from tests.soak.load import (
     SOAK,
     Load,
@@ -111,11 +110,7 @@ async def _check(stack: Stack, s3_endpoint: S3Endpoint, run: Run) -> Report:
     assert any(o.started < run.fault_start for o in ok) and any(o.started > run.fault_end for o in ok), \
         f"{fault.name}: the load did not run on both sides of the fault"
     assert result.lost == 0 and result.doubled == 0, result
-    if result.rollup_extra and fault.name in ROLLUP_KNOWN_OFF:
-        warnings.warn(f"{fault.name}: usage_minute is off by {result.rollup_extra:+d} request(s) (known tracer "
-                      "issue, see tests/soak/faults.py ROLLUP_KNOWN_OFF)", stacklevel=1)
-    else:
-        assert result.rollup_extra == 0, f"{fault.name}: usage_minute is off by {result.rollup_extra}"
+    assert result.rollup_extra == 0, f"{fault.name}: usage_minute is off by {result.rollup_extra}"
     assert result.other == {}, f"{fault.name}: only 2xx and 503 are acceptable answers: {result.other}"
     assert run.shed == 0, f"{fault.name}: {run.shed} sends were shed (too many requests in flight)"
     assert result.max_elapsed_s < NO_HANG_S, f"{fault.name}: a request hung for {result.max_elapsed_s}s"

@@ -21,21 +21,6 @@ from launcher.ceph import S3Endpoint
 from launcher.stack import Stack
 from tests.conftest import sql
 
-# The usage_minute rollup is not exactly-once under three of these faults; `traces FINAL`, the ledger and the
-# archive are exact under all of them. The tracer is another engineer's (reported, not fixed here), so the
-# checks warn for these faults instead of failing; remove an entry once the tracer handles its case.
-ROLLUP_KNOWN_OFF = {
-    # JetStream persists consumer acks asynchronously: after nats-server is killed, messages the tracer had
-    # stored and acked come back with delivery count 1, so `store_events(..., redelivered=False)` skips the
-    # already-stored check and inserts them again: one row in `traces FINAL`, two counts in usage_minute.
-    "kill -9 nats-server": "over-counts",
-    # An insert writes the `traces` part, then the usage_minute part. Killed in between (or the second write
-    # failing), the retry is dropped as a duplicate by `insert_deduplication_token`, or the redelivered batch
-    # is filtered by the already-stored check: the rows are in `traces` and never reach usage_minute.
-    "kill -9 tracer": "under-counts",
-    "ClickHouse cannot write": "under-counts",
-}
-
 
 def wait_restarted(stack: Stack, name: str, old_pid: int, timeout: float = 60.0) -> float:
     """Wait until the supervisor has a new `name` process answering /readyz; seconds it took."""

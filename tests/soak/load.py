@@ -328,6 +328,8 @@ def problems(outcomes: list[Outcome], books: Books, *, archive: bool) -> list[st
     debits = sum((costs[0] for costs in books.settled.values()), Decimal(0))
     if books.spent_usd != debits:
         found.append(f"billing says {books.spent_usd} spent, the ledger's debits sum to {debits}")
+    if books.rollup_requests != len(books.traced):  # the tracer's reconciler repairs a fault's skew within seconds
+        found.append(f"usage_minute counts {books.rollup_requests} requests, traces FINAL {len(books.traced)}")
     if books.key_requests != len(books.settled):
         found.append(f"the key counts {books.key_requests} requests, the ledger {len(books.settled)} settlements")
     if archive:

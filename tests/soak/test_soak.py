@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import warnings
 from collections import Counter
 
 import pytest
 
 from launcher.ceph import S3Endpoint
 from launcher.stack import Stack
-from tests.soak.faults import FAULTS, ROLLUP_KNOWN_OFF
+from tests.soak.faults import FAULTS
 from tests.soak.load import (
     SOAK,
     Load,
@@ -91,9 +90,5 @@ async def test_soak_every_fault_under_continuous_load(stack: Stack, s3_endpoint:
     stray = [o for o in outcomes if o.status == 503
              and not any(start <= o.started + o.elapsed_s and o.started <= end for start, end in refusal_windows)]
     assert not stray, f"{len(stray)} refusals while billing and NATS were up, e.g. {stray[:3]}"
-    if result.rollup_extra and set(ROLLUP_KNOWN_OFF) & set(injected):
-        warnings.warn(f"usage_minute is off by {result.rollup_extra:+d} request(s) (known tracer issue, see "
-                      "tests/soak/faults.py ROLLUP_KNOWN_OFF)", stacklevel=1)
-    else:
-        assert result.rollup_extra == 0, f"usage_minute is off by {result.rollup_extra}"
+    assert result.rollup_extra == 0, f"usage_minute is off by {result.rollup_extra}"
     assert all(mib < RSS_GROWTH_MIB for mib in growth.values()), f"proxy memory grew: {growth} MiB"
