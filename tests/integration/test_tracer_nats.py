@@ -4,27 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from launcher import procs
-from launcher.nats import NatsServer
 from launcher.stack import Stack
 from proto import codec, subjects
 from proto.trace import LogsQuery, LogsReply, TraceEvent, UsageQuery, UsageReply
-from services.common import bus
 from services.common.settings import Secret
 from services.tracer.service import Tracer
 from services.tracer.settings import Settings
-from services.tracer.store import TraceStore
+from tests.integration.tracer_bus import Bus, running_bus, until
 
 NOW = int(time.time() * 1000)
 
@@ -35,39 +31,10 @@ def _settings(url: str, *, batch_size: int = 100, flush_interval_s: float = 0.05
                     log_level="INFO")
 
 
-class Bus:
-    """A nats-server with the trace stream, a connection and a chdb store in a temp dir."""
-
-    def __init__(self, server: NatsServer, nc: Client, store: TraceStore) -> None:
-        self.server, self.nc, self.store = server, nc, store
-        self.js = nc.jetstream()
-
-    async def publish(self, event: TraceEvent) -> None:
-        await self.js.publish(subjects.TRACE_SUBJECT, codec.encode(event), headers={"Nats-Msg-Id": event.request_id})
-
-    async def count(self, table: str = "traces FINAL") -> int:
-        return int((await self.store.select(f"SELECT count() FROM {table}", {}))[1][0][0])
-
-    async def rolled_up(self) -> int:
-        return int((await self.store.select("SELECT sum(requests) FROM usage_minute", {}))[1][0][0])
-
-    async def unacked(self) -> int:
-        info = await self.js.consumer_info(subjects.TRACE_STREAM, subjects.TRACE_CONSUMER)
-        return int(info.num_ack_pending or 0) + int(info.num_pending or 0)
-
-
 @pytest.fixture
 async def bus_(tmp_path: Path) -> AsyncIterator[Bus]:
-    server = NatsServer(tmp_path / "nats", port=procs.free_port(), log_path=tmp_path / "nats.log")
-    server.start()
-    nc = await nats.connect(server.url)
-    await bus.ensure_streams(nc.jetstream(), (subjects.TRACE_STREAM,))
-    store = TraceStore(f"chdb:///{tmp_path / 'clickhouse'}")
-    await store.open(ttl_days=90)
-    yield Bus(server, nc, store)
-    await nc.close()
-    await store.close()
-    server.stop()
+    async with running_bus(tmp_path, Bus) as running:
+        yield running
 
 
 @pytest.fixture
@@ -76,13 +43,6 @@ async def tracer(bus_: Bus) -> AsyncIterator[tuple[Client, Tracer]]:
     await running.start()
     yield bus_.nc, running
     await running.stop()
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def _event(i: int, org: str) -> TraceEvent:
@@ -146,7 +106,7 @@ async def test_a_crash_between_insert_and_ack_neither_loses_nor_doubles_a_trace(
         await bus_.publish(_event(i, "org_a"))
     crashing = CrashesBeforeAck(_settings(bus_.server.url, batch_size=100), bus_.nc, bus_.js, bus_.store)
     await crashing.start()
-    await _until(lambda: _at_least(crashing, 250))
+    await until(lambda: _at_least(crashing, 250))
     await crashing.stop()
     assert await bus_.unacked() == 250  # stored, never acknowledged: JetStream delivers them again
     # the replacement gets them as redeliveries, regrouped in other batches, and more traces besides
@@ -158,7 +118,7 @@ async def test_a_crash_between_insert_and_ack_neither_loses_nor_doubles_a_trace(
     async def all_acked() -> bool:
         return await bus_.unacked() == 0
 
-    await _until(all_acked)
+    await until(all_acked)
     await replacement.stop()
     assert await bus_.count() == 300
     assert await bus_.count("traces") == 300  # not merely collapsed by FINAL: never inserted twice
@@ -184,7 +144,7 @@ async def test_stop_stores_and_acks_what_was_delivered(bus_: Bus) -> None:
             return False
         return info.num_pending == 0 and info.num_ack_pending == 121
 
-    await _until(delivered)
+    await until(delivered)
     assert await bus_.count() == 0
     await patient.stop()
     assert patient.inserted == 120 and await bus_.count() == 120
@@ -197,7 +157,7 @@ async def test_a_lost_consumer_is_created_again_and_its_replay_is_not_stored_twi
     await running.start()
     for i in range(150):
         await bus_.publish(_event(i, "org_a"))
-    await _until(lambda: _at_least(running, 150))
+    await until(lambda: _at_least(running, 150))
     # someone deletes the consumer: the tracer creates it again, and the new one delivers the whole stream
     await bus_.js.delete_consumer(subjects.TRACE_STREAM, subjects.TRACE_CONSUMER)
     for i in range(150, 200):
@@ -209,7 +169,7 @@ async def test_a_lost_consumer_is_created_again_and_its_replay_is_not_stored_twi
         except NotFoundError:  # not created again yet
             return False
 
-    await _until(caught_up)
+    await until(caught_up)
     await running.stop()
     assert await bus_.count("traces") == 200 and await bus_.rolled_up() == 200
 

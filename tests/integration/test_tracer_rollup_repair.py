@@ -7,26 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
-from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from launcher import procs
-from launcher.nats import NatsServer
-from proto import codec, subjects
+from proto import subjects
 from proto.trace import TraceEvent, UsageQuery
-from services.common import bus
 from services.common.settings import Secret
 from services.tracer import reconcile, rows
 from services.tracer.service import Tracer
 from services.tracer.settings import Settings
 from services.tracer.store import TraceStore
+from tests.integration.tracer_bus import Bus, running_bus, until
 
 T0 = 1_763_900_000_000 // 86_400_000 * 86_400_000 + 86_400_000 - 90 * 60_000  # 22:30 UTC: the day ends at +90 min
 WALL_S = T0 / 1000 + 86_400  # "now" for the TTL guard: the next day
@@ -352,51 +348,23 @@ def test_a_correction_cut_short_between_delete_and_insert_is_finished_by_the_nex
 # ------------------------------------------------------------------------------------------ a running tracer
 
 
-class Live:
-    """A nats-server with the trace stream, a connection, and a chdb store in a temp dir."""
-
-    def __init__(self, server: NatsServer, nc: Client, store: TraceStore) -> None:
-        self.server, self.nc, self.store = server, nc, store
-        self.js = nc.jetstream()
-
+class Live(Bus):
     def tracer(self) -> Tracer:
         settings = Settings(nats_url=self.server.url, stream_replicas=1, clickhouse_url="", host="127.0.0.1", port=0,
                             admin_token=Secret("t"), batch_size=100, flush_interval_s=0.05, ttl_days=90,
                             log_level="INFO", reconcile_delay_s=0.2, reconcile_suspect_s=0.0)
         return Tracer(settings, self.nc, self.js, self.store)
 
-    async def publish(self, events: list[TraceEvent]) -> None:
-        for e in events:
-            await self.js.publish(subjects.TRACE_SUBJECT, codec.encode(e), headers={"Nats-Msg-Id": e.request_id})
-
-    async def one(self, sql: str) -> int:
-        return int((await self.store.select(sql, {}))[1][0][0] or 0)
-
     async def off(self) -> dict[str, int]:
         """Per rollup: its request count minus traces FINAL's."""
-        raw = await self.one("SELECT count() FROM traces FINAL")
+        raw = await self.count()
         return {table: await self.one(f"SELECT sum(requests) FROM {table}") - raw for table, _, _ in GRAINS}
 
 
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    server = NatsServer(tmp_path / "nats", port=procs.free_port(), log_path=tmp_path / "nats.log")
-    server.start()
-    nc = await nats.connect(server.url)
-    await bus.ensure_streams(nc.jetstream(), (subjects.TRACE_STREAM,))
-    store = TraceStore(f"chdb:///{tmp_path / 'clickhouse'}")
-    await store.open(ttl_days=90)
-    yield Live(server, nc, store)
-    await nc.close()
-    await store.close()
-    server.stop()
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
+    async with running_bus(tmp_path, Live) as running:
+        yield running
 
 
 async def test_a_tracer_started_after_a_half_stored_insert_repairs_the_rollups_on_its_own(live: Live) -> None:
@@ -415,12 +383,12 @@ async def test_a_tracer_started_after_a_half_stored_insert_repairs_the_rollups_o
     await tracer.start()
     try:
         fresh = [event(1000 + i, "org_h", now_ms - 30_000 + i) for i in range(25)]
-        await live.publish(fresh)
+        await live.publish_all(fresh)
 
         async def exact() -> bool:
             return await live.one("SELECT count() FROM traces FINAL") == 65 and set((await live.off()).values()) == {0}
 
-        await _until(exact)
+        await until(exact)
     finally:
         await tracer.stop()
     assert tracer.metrics.registry.get_sample_value("routeur_tracer_rollup_repairs_total", {"grain": "minute"})
@@ -437,12 +405,12 @@ async def test_stored_traces_delivered_again_as_new_never_reach_the_rollups_twic
         events = [event(i, "org_r", now_ms - 60_000 + i * 100) for i in range(30)]
         for chunk in (events[:10], events[10:20], events[20:]):  # three batches of ten
             target = tracer.inserted + len(chunk)
-            await live.publish(chunk)
+            await live.publish_all(chunk)
 
             async def stored(n: int = target) -> bool:
                 return tracer.inserted >= n
 
-            await _until(stored)
+            await until(stored)
         assert tracer.inserted == 30
         config = ConsumerConfig(durable_name=subjects.TRACE_CONSUMER, name=subjects.TRACE_CONSUMER,
                                 filter_subject=subjects.TRACE_SUBJECT, ack_policy=AckPolicy.EXPLICIT,
@@ -450,13 +418,13 @@ async def test_stored_traces_delivered_again_as_new_never_reach_the_rollups_twic
         await live.js.delete_consumer(subjects.TRACE_STREAM, subjects.TRACE_CONSUMER)
         await live.js.add_consumer(subjects.TRACE_STREAM, config=config)  # every stored trace is pending again
         more = [event(100 + i, "org_r", now_ms - 1_000 + i) for i in range(5)]
-        await live.publish(more)
+        await live.publish_all(more)
 
         async def settled() -> bool:
             info = await live.js.consumer_info(subjects.TRACE_STREAM, subjects.TRACE_CONSUMER)
             return not info.num_pending and not info.num_ack_pending
 
-        await _until(settled)
+        await until(settled)
         await asyncio.sleep(0.5)  # anything marked is checked 0.2 s later
     finally:
         await tracer.stop()
