@@ -9,14 +9,16 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/routeur
 WORKDIR /src
-# Only what the package is built from (pyproject's packages); tests, bench and deploy stay out.
+# Exactly the runtime lock (hash-checked, no resolver), then Routeur itself without dependencies; the build
+# backend is in the lock too, so nothing unlocked is fetched. Tests, bench and deploy stay out of the image.
+COPY requirements/runtime.lock ./requirements/runtime.lock
+RUN /opt/routeur/bin/pip install --require-hashes --no-deps -r requirements/runtime.lock
 COPY pyproject.toml ./
 COPY proto ./proto
 COPY services ./services
 COPY catalog ./catalog
 COPY launcher ./launcher
-RUN /opt/routeur/bin/pip install --upgrade pip \
- && /opt/routeur/bin/pip install .
+RUN /opt/routeur/bin/pip install --no-deps --no-build-isolation .
 
 FROM python:3.11-slim
 ENV PATH=/opt/routeur/bin:$PATH \

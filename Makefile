@@ -5,14 +5,28 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DATA   ?= .data
 
-.PHONY: run up down status test test-fast soak lint bench clean install
+.PHONY: run up down status test test-fast soak lint lock bench clean install
 
-$(STAMP): pyproject.toml
+LOCKS  := requirements
+UV     := $(VENV)-lock/bin/uv
+UV_VERSION := 0.13.9
+
+# The venv holds exactly requirements/test.lock (hash-checked, no resolver) plus Routeur itself, editable.
+# A changed lock rebuilds the venv from scratch, so nothing the lock dropped lingers.
+$(STAMP): $(LOCKS)/test.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Routeur needs Python 3.11"'
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCKS)/test.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# Tool venvs for the bench and lint extras (py-spy; ruff and mypy), each exactly its own lock.
+$(VENV)-%/.installed: $(LOCKS)/%.lock
+	rm -rf $(VENV)-$*
+	$(PYTHON) -m venv $(VENV)-$*
+	$(VENV)-$*/bin/python -m pip install -q --require-hashes --no-deps -r $<
+	@touch $@
 
 install: $(STAMP)
 
@@ -41,14 +55,18 @@ soak: $(STAMP)           ## the whole suite with ROUTEUR_SOAK=1: 30 s outages pe
 test-fast: $(STAMP)      ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: $(STAMP)          ## added latency vs a direct call, max RPS, CPU/request, tracer ingest (~8 min); bench/results/
-	$(PY) -m pip install -q -e '.[bench]'
-	$(PY) -m bench $(BENCH_ARGS)
+bench: $(STAMP) $(VENV)-bench/.installed  ## added latency vs a direct call, max RPS, CPU/request, tracer ingest (~8 min); bench/results/
+	PATH="$(CURDIR)/$(VENV)-bench/bin:$$PATH" $(PY) -m bench $(BENCH_ARGS)
 
-lint: $(STAMP)
-	$(PY) -m pip install -q -e '.[lint]'
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy proto services catalog launcher bench
+lint: $(STAMP) $(VENV)-lint/.installed
+	$(VENV)-lint/bin/ruff check .
+	$(VENV)-lint/bin/mypy --python-executable $(PY) proto services catalog launcher bench
+
+# Refresh every lock on purpose (a dependency range in pyproject.toml or requirements/*.in changed, or a
+# security release is wanted): newest versions allowed, hashes for every platform's wheels; commit the result.
+lock:
+	test -x $(UV) || { $(PYTHON) -m venv $(VENV)-lock && $(VENV)-lock/bin/pip install -q uv==$(UV_VERSION); }
+	UV=$(UV) bash scripts/lock.sh
 
 clean:
-	rm -rf $(VENV) $(DATA) .pytest_cache
+	rm -rf $(VENV) $(VENV)-bench $(VENV)-lint $(VENV)-lock $(DATA) .pytest_cache
