@@ -10,6 +10,23 @@ HALF_OPEN = "half_open"
 OPEN = "open"
 
 
+# AttemptReport.error_type / Attempt.error_type: what went wrong with one upstream attempt. Any other value
+# is the class name of the connection error that ended it (a connect failure).
+ATTEMPT_TIMEOUT = "timeout"  # no answer within the route's timeout
+ATTEMPT_HTTP_ERROR = "http_error"  # the provider answered with an error status
+ATTEMPT_CLIENT_CLOSED = "client_closed"  # the caller hung up (says nothing about the route)
+ATTEMPT_UPSTREAM_STREAM_ERROR = "upstream_stream_error"  # the provider sent an error event mid-stream
+ATTEMPT_STREAM_INTERRUPTED = "stream_interrupted"  # the provider's stream ended early
+ATTEMPT_NOT_CONNECT = frozenset({ATTEMPT_TIMEOUT, ATTEMPT_HTTP_ERROR, ATTEMPT_CLIENT_CLOSED,
+                                 ATTEMPT_UPSTREAM_STREAM_ERROR, ATTEMPT_STREAM_INTERRUPTED})
+
+# Fallback reasons (Attempt.retry_reason in traces, router metrics): why the next route was tried.
+RETRY_TIMEOUT = "timeout"
+RETRY_RATE_LIMITED = "rate_limited"
+RETRY_CONNECT_ERROR = "connect_error"
+RETRY_ERROR_PREFIX = "error:"  # followed by the status code
+
+
 class AttemptReport(msgspec.Struct, frozen=True):
     """One upstream attempt, published by a proxy inside an AttemptBatch on ROUTER_ATTEMPTS_BATCH (proxies
     before batching published each one alone on ROUTER_ATTEMPTS; the router still accepts that).

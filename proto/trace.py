@@ -77,15 +77,23 @@ class LogsQuery(msgspec.Struct, frozen=True):
     until_ms: int | None = None  # exclusive
 
 
+# Reply `code` values: why a tracer query failed. The proxy maps them to HTTP statuses and never reads `error`
+# (a human message) to decide anything. A reply from a tracer older than `code` decodes with the default.
+REPLY_BAD_QUERY = "bad_query"  # the caller's query cannot be answered as asked (400, `error` says why)
+REPLY_FAILED = "failed"  # the store failed (500)
+
+
 class TraceReply(msgspec.Struct, frozen=True):
     trace: TraceEvent | None = None
     error: str | None = None
+    code: str = REPLY_FAILED  # meaningful only when `error` is set
 
 
 class LogsReply(msgspec.Struct, frozen=True):
     traces: tuple[TraceEvent, ...] = ()
     next_cursor: str | None = None
     error: str | None = None
+    code: str = REPLY_FAILED  # meaningful only when `error` is set
 
 
 class UsageQuery(msgspec.Struct, frozen=True):
@@ -129,3 +137,4 @@ class UsageReply(msgspec.Struct, frozen=True):
     since_ms: int | None = None
     until_ms: int | None = None
     error: str | None = None
+    code: str = REPLY_FAILED  # meaningful only when `error` is set
