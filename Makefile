@@ -45,12 +45,12 @@ status: $(STAMP)
 test: $(STAMP)           ## the whole suite: real NATS, ClickHouse engine, radosgw S3
 	bash scripts/ensure-ceph.sh
 	bash scripts/ensure-chromium.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	kubectl="$$(bash scripts/ensure-kubectl.sh)" && KUBECTL="$$kubectl" $(PY) -m pytest $(PYTEST_ARGS)
 
 soak: $(STAMP)           ## the whole suite with ROUTEUR_SOAK=1: 30 s outages per fault and a 10-min soak (ROUTEUR_SOAK_MINUTES)
 	bash scripts/ensure-ceph.sh
 	bash scripts/ensure-chromium.sh
-	ROUTEUR_SOAK=1 $(PY) -m pytest $(PYTEST_ARGS)
+	kubectl="$$(bash scripts/ensure-kubectl.sh)" && KUBECTL="$$kubectl" ROUTEUR_SOAK=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)      ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -69,4 +69,4 @@ lock:
 	UV=$(UV) bash scripts/lock.sh
 
 clean:
-	rm -rf $(VENV) $(VENV)-bench $(VENV)-lint $(VENV)-lock $(DATA) .pytest_cache
+	rm -rf $(VENV) $(VENV)-bench $(VENV)-lint $(VENV)-lock $(VENV)-k8s $(DATA) .pytest_cache

@@ -11,3 +11,4 @@ common=(--generate-hashes --universal --python-version 3.11 --quiet)
     -o requirements/test.lock
 "$UV" pip compile requirements/bench.in "${common[@]}" -o requirements/bench.lock
 "$UV" pip compile requirements/lint.in "${common[@]}" -o requirements/lint.lock
+"$UV" pip compile requirements/k8s.in "${common[@]}" -o requirements/k8s.lock
