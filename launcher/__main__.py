@@ -21,13 +21,13 @@ Routeur is running.  Proxy: {ROUTEUR_URL}
 Try it:
   curl -s {ROUTEUR_URL}/v1/chat/completions -H "Authorization: Bearer {ROUTEUR_API_KEY}" \\
        -H "Content-Type: application/json" -H "Routeur-Trace: true" \\
-       -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+       -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
   {python} - <<'PY'
 from openai import OpenAI
 client = OpenAI(base_url="{ROUTEUR_URL}/v1", api_key="{ROUTEUR_API_KEY}")
 print(client.chat.completions.create(
-    model="gpt-4o-mini", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
+    model="{model}", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)
 PY
 
   curl -s "{ROUTEUR_URL}/v1/logs?limit=5" -H "Authorization: Bearer {ROUTEUR_API_KEY}"
@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     env_path = stack.run_dir / "env"
     (stack.run_dir / "launcher.pid").write_text(str(os.getpid()))
-    print(BANNER.format(env_path=env_path, python=os.path.relpath(sys.executable), **stack.info()), flush=True)
+    print(BANNER.format(env_path=env_path, python=os.path.relpath(sys.executable), model=stack.demo_model or "auto",
+                        **stack.info()), flush=True)
     while not stopping:
         time.sleep(0.2)
     print("Stopping Routeur…", flush=True)

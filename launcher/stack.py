@@ -11,17 +11,19 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from catalog import loader
+from catalog.schema import Catalog
 from launcher import procs
 from launcher.nats import NatsServer
+from launcher.rules import HEADER, PREFERRED_MODEL, default_rules, demo_model, written_by_launcher
 from launcher.seed import seed_demo
 
 # Order matters: dependencies first, the proxy (the public port) last.
 SERVICES = ("emulator", "tracer", "router", "billing", "archiver", "proxy")
 _PORT_VARS = {"emulator": "EMULATOR_PORT", "tracer": "TRACER_PORT", "router": "ROUTER_PORT",
               "billing": "BILLING_PORT", "archiver": "ARCHIVER_PORT", "proxy": "PROXY_PORT"}
-DEFAULT_RULES = """# Routing rules (see catalog/rules.example.toml); edits apply within a second, no restart.
-default_model = "gpt-4o-mini"
-"""
+# The rules `default_rules` writes for the bundled catalog (tests that edit the rules file put them back).
+DEFAULT_RULES = HEADER + f'default_model = "{PREFERRED_MODEL}"\n'
 _READY_FD_VAR = "PROXY_READY_FD"  # the proxy writes a byte to this pipe once all its workers serve
 _PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY",
                       "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AWS_ACCESS_KEY_ID")
@@ -137,8 +139,7 @@ class Stack:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start NATS and every service, wait until each answers /readyz, write run/env."""
-        if not self.rules_path.exists():
-            self.rules_path.write_text(DEFAULT_RULES)
+        self._write_rules()
         self.nats.start()
         for name in SERVICES:
             if name == "emulator" and not self._emulator_wanted():
@@ -156,6 +157,30 @@ class Stack:
         if self.config.supervise:
             self._monitor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
             self._monitor.start()
+
+    def catalog(self) -> Catalog:
+        """The catalog the services will load: ROUTEUR_CATALOG (extra_env first), else the bundled one."""
+        path = self.config.extra_env.get("ROUTEUR_CATALOG") or os.environ.get("ROUTEUR_CATALOG")
+        try:
+            return loader.load(Path(path) if path else None)
+        except (loader.CatalogError, OSError) as exc:
+            raise RuntimeError(f"ROUTEUR_CATALOG: {exc}") from None
+
+    @property
+    def demo_model(self) -> str | None:
+        """The chat model the banner's examples and the default rules name (see launcher.rules.demo_model)."""
+        return demo_model(self.catalog())
+
+    def _write_rules(self) -> None:
+        """The data dir's rules file, for the catalog in use: written when missing, and rewritten when the
+        launcher wrote it for another catalog (a file someone edited is left alone)."""
+        wanted = default_rules(self.catalog())
+        if self.rules_path.exists():
+            current = self.rules_path.read_text()
+            if current == wanted or not written_by_launcher(current):
+                return
+        self.rules_path.parent.mkdir(parents=True, exist_ok=True)
+        self.rules_path.write_text(wanted)
 
     def start_service(self, name: str, timeout: float = 60.0) -> None:
         """Start the child and wait until it answers /readyz; a proxy with several workers also until every

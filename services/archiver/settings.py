@@ -10,11 +10,33 @@ from services.archiver.envelope import MASTER_KEY_VARIABLE, KeyRing, parse_maste
 from services.archiver.errors import InvalidMasterKey
 from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
 from services.common.skeleton import BaseSettings, load_base
+from services.common.usage import REQUIRED, Variable
 
 LINK_KEY_VARIABLE = "ROUTEUR_PAYLOAD_LINK_KEY"
 MIN_LINK_KEY_CHARS = 32
 MAX_URL_TTL_S = 7 * 86_400
 PLACEHOLDER = "CHANGE_ME"  # deploy/k8s ships a format-valid placeholder key containing this
+
+VARIABLES = (
+    Variable("NATS_URL", "nats://127.0.0.1:4222", "the NATS server (JetStream)"),
+    Variable("NATS_STREAM_REPLICAS", "1", "replicas of the payload stream"),
+    Variable("ARCHIVER_HOST", "127.0.0.1", "address of /healthz and /readyz"),
+    Variable("ARCHIVER_PORT", "8084", "its port"),
+    Variable("ROUTEUR_MASTER_KEY", REQUIRED, "kid:base64 of 32 random bytes (e.g. "
+             "k1:$(openssl rand -base64 32)); older keys after the active one, comma-separated"),
+    Variable("ROUTEUR_PAYLOAD_LINK_KEY", "", "≥ 32 characters: signs payload links (unset: derived from the "
+             "master key)"),
+    Variable("OBJECT_STORE_URL", "file://./.data/objects", "file://<dir> or s3://<bucket>[/prefix]"),
+    Variable("S3_ENDPOINT_URL", "", "S3-compatible endpoint (unset: AWS)"),
+    Variable("S3_ACCESS_KEY", "", "S3 access key"),
+    Variable("S3_SECRET_KEY", "", "S3 secret key"),
+    Variable("S3_REGION", "us-east-1", "S3 region"),
+    Variable("PAYLOAD_URL_TTL_S", "900", "lifetime of a payload link (1 s – 7 days)"),
+    Variable("ARCHIVER_RETENTION_DAYS", "30", "days a payload is kept (0 = forever)"),
+    Variable("ARCHIVER_SWEEP_INTERVAL_S", "3600.0", "how often expired payloads are deleted"),
+    Variable("ARCHIVER_BATCH", "64", "payloads fetched from the stream at once (1–1024)"),
+    Variable("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
 
 
 class Settings(msgspec.Struct, frozen=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import sys
 from contextlib import AsyncExitStack
 
 from proto import subjects
@@ -14,12 +14,16 @@ from services.billing.service import Billing
 from services.billing.store import LedgerStore
 from services.common import bus
 from services.common.health import serve
-from services.common.lifecycle import run_service
+from services.common.lifecycle import load_settings, run_service
 from services.common.logs import configure_logging, get_logger
+from services.common.usage import parse_args
+
+ABOUT = ("Routeur's billing: organizations, wallets, API keys and their limits, kept as an event ledger in "
+         "JetStream; admits requests (or grants proxies spend leases), settles their cost, and serves the admin "
+         "API under /v1/admin.")
 
 
-async def main(stop: asyncio.Event) -> None:
-    settings = settings_module.load(os.environ)
+async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
     configure_logging("billing", settings.log_level)
     log = get_logger()
     if settings.key_secret_derived:
@@ -48,5 +52,11 @@ async def main(stop: asyncio.Event) -> None:
     log.info("billing_stopped", admits=billing.admits, settles=billing.settles)
 
 
+def entry() -> None:
+    parse_args(sys.argv[1:], service="billing", about=ABOUT, variables=settings_module.VARIABLES)
+    settings = load_settings(settings_module.load)
+    run_service(lambda stop: main(stop, settings))
+
+
 if __name__ == "__main__":
-    run_service(main)
+    entry()

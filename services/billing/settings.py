@@ -10,9 +10,28 @@ from pathlib import Path
 import msgspec
 
 from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
+from services.common.usage import REQUIRED, Variable
 
 _MIN_KEY_SECRET_CHARS = 32
 _DERIVATION_LABEL = b"routeur billing key secret v1"
+
+VARIABLES = (
+    Variable("NATS_URL", "nats://127.0.0.1:4222", "the NATS server (JetStream)"),
+    Variable("NATS_STREAM_REPLICAS", "1", "replicas of the ledger stream"),
+    Variable("BILLING_HOST", "127.0.0.1", "address of the admin API and /healthz, /readyz"),
+    Variable("BILLING_PORT", "8082", "its port"),
+    Variable("ROUTEUR_ADMIN_TOKEN", REQUIRED, "bearer token of the admin API"),
+    Variable("BILLING_KEY_SECRET", "", "≥ 32 characters: HMAC key API-key secrets are stored under (unset: "
+             "derived from ROUTEUR_ADMIN_TOKEN, so rotating that token invalidates every key)"),
+    Variable("BILLING_RESERVATION_TTL_S", "900.0", "an admitted request's reservation expires after this"),
+    Variable("BILLING_LEASE_S", "1.0", "spend leases granted to proxies (0 = none)"),
+    Variable("BILLING_SETTLED_RETENTION_S", "86400.0", "settled request ids remembered (≥ 600)"),
+    Variable("BILLING_PUBLISH_TIMEOUT_S", "2.0", "wait for a ledger event's JetStream ack"),
+    Variable("BILLING_DATA_DIR", "", "directory for ledger snapshots (unset: replay the whole stream)"),
+    Variable("BILLING_SNAPSHOT_EVERY", "10000", "write a snapshot every this many events"),
+    Variable("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+
 
 
 class Settings(msgspec.Struct, frozen=True):

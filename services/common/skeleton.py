@@ -1,19 +1,11 @@
-"""The shared shape of a NATS-connected service: connect, ensure streams, answer pings, serve probes."""
+"""The settings every NATS-connected service shares: NATS_URL, <PREFIX>_HOST, <PREFIX>_PORT and LOG_LEVEL."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 import msgspec
-from aiohttp import web
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from proto import subjects
-from services.common import bus
-from services.common.health import add_health_routes, serve
-from services.common.logs import configure_logging, get_logger
 from services.common.settings import env_int, env_str
 
 
@@ -32,39 +24,3 @@ def load_base(environ: Mapping[str, str], *, prefix: str, default_port: int) -> 
         port=env_int(environ, f"{prefix}_PORT", default_port),
         log_level=env_str(environ, "LOG_LEVEL", "INFO"),
     )
-
-
-ExtraCheck = Callable[[], Awaitable[dict[str, object]]]
-
-
-async def run_skeleton(stop: asyncio.Event, *, name: str, settings: BaseSettings,
-                       extra_check: ExtraCheck | None = None,
-                       setup: Callable[[Client], Awaitable[None]] | None = None) -> None:
-    """Run a service until `stop` is set: NATS, a ping responder, /healthz and /readyz."""
-    configure_logging(name, settings.log_level)
-    log = get_logger()
-    nc = await bus.connect(settings.nats_url, name=name)
-
-    async def pong(msg: Msg) -> None:
-        await msg.respond(b"pong")
-
-    await nc.subscribe(subjects.ping_subject(name), cb=pong)
-    if setup is not None:
-        await setup(nc)
-
-    async def ready() -> dict[str, object]:
-        detail: dict[str, object] = {"nats": nc.is_connected}
-        if extra_check is not None:
-            detail.update(await extra_check())
-        detail["ready"] = all(value for key, value in detail.items() if isinstance(value, bool))
-        return detail
-
-    app = web.Application()
-    add_health_routes(app, ready)
-    runner = await serve(app, host=settings.host, port=settings.port)
-    log.info(f"{name}_started", port=settings.port)
-    await stop.wait()
-    log.info(f"{name}_stopping")
-    await runner.cleanup()
-    await nc.drain()
-    log.info(f"{name}_stopped")

@@ -7,7 +7,19 @@ from collections.abc import Mapping
 import msgspec
 
 from services.common.settings import SettingsError, env_int, env_str
+from services.common.usage import Variable
 from services.emulator.faults import FaultPlan, decode_plans
+
+VARIABLES = (
+    Variable("EMULATOR_HOST", "127.0.0.1", "address to listen on"),
+    Variable("EMULATOR_PORT", "8090", "port (0 = any free port, printed as EMULATOR_PORT=<port>)"),
+    Variable("EMULATOR_CHUNK_WORDS", "3", "words per streamed chunk"),
+    Variable("EMULATOR_LATENCY_MS", "0", "delay before every answer"),
+    Variable("EMULATOR_FAULTS", "", 'JSON: model id (or "*") -> fault plan, e.g. {"*": {"status": 503, '
+             '"fail_times": 1}}'),
+    Variable("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from contextlib import AsyncExitStack
 
 import structlog
 
@@ -16,6 +17,7 @@ from services.common import bus
 from services.common.health import serve
 from services.common.lifecycle import load_settings, run_service, whole_line_stderr
 from services.common.logs import configure_logging, get_logger
+from services.common.usage import parse_args
 from services.common.workers import WorkerSupervisor, notify_ready, port_taken
 from services.proxy import chat, providers
 from services.proxy import settings as settings_module
@@ -26,8 +28,13 @@ from services.proxy.publisher import TracePublisher
 from services.proxy.service import ProxyState, client_session, make_app
 from services.router.client import RoutingView
 
+ABOUT = ("Routeur's proxy: the OpenAI-compatible API (and Anthropic's) clients call. It authenticates the key, "
+         "admits the request against billing, routes it by the router's snapshot to a provider (with fallback), "
+         "applies DLP, and publishes traces, payloads and settlements off the response path. With PROXY_WORKERS "
+         "> 1 this process supervises that many workers sharing the port.")
 # After SIGTERM a worker drains for PROXY_DRAIN_TIMEOUT_S, then flushes traces, archives and settlements
-# (10 s each at most); the supervisor kills a worker still running after that and this margin.
+# (FLUSH_TIMEOUT_S each at most); the supervisor kills a worker still running after that and STOP_MARGIN_S.
+FLUSH_TIMEOUT_S = 10.0
 STOP_MARGIN_S = 40.0
 
 
@@ -50,47 +57,52 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
         whole_line_stderr()
         structlog.contextvars.bind_contextvars(worker=settings.worker_index)  # on every log line of this worker
     log = get_logger()
-    nc = await bus.connect(settings.nats_url, name="proxy")
-    js = nc.jetstream()
-    await bus.ensure_streams(js, (subjects.TRACE_STREAM, subjects.PAYLOAD_STREAM), replicas=settings.stream_replicas)
-    publisher = TracePublisher(js)
-    publisher.start()
-    metrics = ProxyMetrics()
-    payloads = PayloadPublisher(js, buffer_bytes=settings.payload_buffer_bytes, dropped=metrics.payloads_dropped)
-    payloads.start()
-    metrics.payload_backlog.set_function(lambda: payloads.buffered_bytes)
-    session = client_session()
     targets = providers.resolve_targets(settings.catalog, settings.provider_keys, settings.emulator_url,
                                         base_urls=settings.provider_urls, aws=settings.aws)
-    billing = BillingClient(nc, timeout_s=settings.billing_timeout_s, fail_open_s=settings.billing_fail_open_s)
-    billing.start()
-    routing = RoutingView(nc, catalog=settings.catalog, providers=targets)
-    await routing.start()
-    state = ProxyState(
-        keys=settings.key_ring(), billing=billing, routing=routing, catalog=settings.catalog, targets=targets,
-        upstream=chat.Upstream(session, connect_timeout_s=settings.connect_timeout_s,
-                               read_timeout_s=settings.read_timeout_s),
-        publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s, max_body_bytes=settings.max_body_bytes,
-        metrics=metrics, payloads=payloads, dlp_policies=settings.dlp_policies, public_url=settings.public_url,
-        payload_max_bytes=settings.payload_max_bytes)
-    runner = await serve(make_app(state), host=settings.host, port=settings.port,
-                         shutdown_timeout=settings.drain_timeout_s, reuse_port=settings.workers > 1)
-    log.info("proxy_started", port=settings.port, pid=os.getpid(), providers=sorted(targets),
-             emulated=sorted(name for name, t in targets.items() if t.emulated))
-    notify_ready(settings.ready_fd)
-    await stop.wait()
-    log.info("proxy_stopping")
-    await runner.cleanup()
-    await publisher.close(timeout=10.0)
-    await payloads.close(timeout=10.0)
-    await billing.close(timeout=10.0)
-    await routing.stop()
-    await session.close()
-    await nc.drain()
+    # Stopped in reverse: HTTP drained first, then traces, payloads and settlements flushed, NATS drained last.
+    async with AsyncExitStack() as stack:
+        nc = await bus.connect(settings.nats_url, name="proxy")
+        stack.push_async_callback(nc.drain)
+        js = nc.jetstream()
+        await bus.ensure_streams(js, (subjects.TRACE_STREAM, subjects.PAYLOAD_STREAM),
+                                 replicas=settings.stream_replicas)
+        session = client_session()
+        stack.push_async_callback(session.close)
+        routing = RoutingView(nc, catalog=settings.catalog, providers=targets)
+        await routing.start()
+        stack.push_async_callback(routing.stop)
+        billing = BillingClient(nc, timeout_s=settings.billing_timeout_s, fail_open_s=settings.billing_fail_open_s)
+        billing.start()
+        stack.push_async_callback(billing.close, timeout=FLUSH_TIMEOUT_S)
+        metrics = ProxyMetrics()
+        payloads = PayloadPublisher(js, buffer_bytes=settings.payload_buffer_bytes, dropped=metrics.payloads_dropped)
+        payloads.start()
+        stack.push_async_callback(payloads.close, timeout=FLUSH_TIMEOUT_S)
+        metrics.payload_backlog.set_function(lambda: payloads.buffered_bytes)
+        publisher = TracePublisher(js)
+        publisher.start()
+        stack.push_async_callback(publisher.close, timeout=FLUSH_TIMEOUT_S)
+        state = ProxyState(
+            keys=settings.key_ring(), billing=billing, routing=routing, catalog=settings.catalog, targets=targets,
+            upstream=chat.Upstream(session, connect_timeout_s=settings.connect_timeout_s,
+                                   read_timeout_s=settings.read_timeout_s),
+            publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s,
+            max_body_bytes=settings.max_body_bytes, metrics=metrics, payloads=payloads,
+            dlp_policies=settings.dlp_policies, public_url=settings.public_url,
+            payload_max_bytes=settings.payload_max_bytes)
+        runner = await serve(make_app(state), host=settings.host, port=settings.port,
+                             shutdown_timeout=settings.drain_timeout_s, reuse_port=settings.workers > 1)
+        stack.push_async_callback(runner.cleanup)  # first: requests in flight finish (PROXY_DRAIN_TIMEOUT_S)
+        log.info("proxy_started", port=settings.port, pid=os.getpid(), providers=sorted(targets),
+                 emulated=sorted(name for name, t in targets.items() if t.emulated))
+        notify_ready(settings.ready_fd)
+        await stop.wait()
+        log.info("proxy_stopping")
     log.info("proxy_stopped", published=publisher.published)
 
 
 def entry() -> None:
+    parse_args(sys.argv[1:], service="proxy", about=ABOUT, variables=settings_module.VARIABLES)
     settings = load_settings(settings_module.load)
     if settings.supervises:
         sys.exit(supervise(settings))

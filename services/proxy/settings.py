@@ -10,6 +10,7 @@ import msgspec
 from catalog import loader
 from catalog.schema import Catalog
 from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
+from services.common.usage import REQUIRED, Variable
 from services.proxy import dlp
 from services.proxy.auth import KeyRing
 from services.proxy.providers import AwsSigning
@@ -18,6 +19,42 @@ from services.proxy.providers import AwsSigning
 WORKER_INDEX_VAR = "PROXY_WORKER_INDEX"
 READY_FD_VAR = "PROXY_READY_FD"
 MAX_WORKERS = 256
+
+VARIABLES = (
+    Variable("PROXY_HOST", "127.0.0.1", "address of the OpenAI-compatible API"),
+    Variable("PROXY_PORT", "8080", "its port"),
+    Variable("PROXY_WORKERS", "1", f"processes serving the port (SO_REUSEPORT), 1–{MAX_WORKERS}; > 1 needs a "
+             "fixed PROXY_PORT"),
+    Variable("NATS_URL", "nats://127.0.0.1:4222", "the NATS server (JetStream)"),
+    Variable("NATS_STREAM_REPLICAS", "1", "replicas of the streams this service creates"),
+    Variable("ROUTEUR_ADMIN_TOKEN", REQUIRED, "bearer token of the admin endpoints"),
+    Variable("ROUTEUR_CATALOG", "", "models and routes TOML (unset: the bundled catalog/models.toml)"),
+    Variable("<PROVIDER>_API_KEY", "", "each provider's key, named by its api_key_env in the catalog (bundled: "
+             "OPENAI_API_KEY, AZURE_OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, DEEPSEEK_API_KEY, "
+             "MISTRAL_API_KEY, GROQ_API_KEY, TOGETHER_API_KEY); a provider without one is served by the emulator"),
+    Variable("<PROVIDER>_ENDPOINT", "", "a provider's endpoint, named by its base_url_env in the catalog (bundled: "
+             "AZURE_OPENAI_ENDPOINT, BEDROCK_ENDPOINT)"),
+    Variable("AWS_ACCESS_KEY_ID", "", "Bedrock routes (SigV4), with AWS_SECRET_ACCESS_KEY"),
+    Variable("AWS_SECRET_ACCESS_KEY", "", "required when AWS_ACCESS_KEY_ID is set"),
+    Variable("AWS_SESSION_TOKEN", "", "temporary AWS credentials"),
+    Variable("AWS_REGION", "", "Bedrock region (unset: AWS_DEFAULT_REGION)"),
+    Variable("AWS_DEFAULT_REGION", "us-east-1", "Bedrock region when AWS_REGION is unset"),
+    Variable("ROUTEUR_EMULATOR_URL", "", "the provider emulator, for providers without a key"),
+    Variable("PROXY_MAX_BODY_BYTES", str(8 * 1024 * 1024), "largest request body"),
+    Variable("UPSTREAM_CONNECT_TIMEOUT_S", "5.0", "connecting to a provider"),
+    Variable("UPSTREAM_READ_TIMEOUT_S", "120.0", "between bytes from a provider"),
+    Variable("PROXY_QUERY_TIMEOUT_S", "5.0", "logs/usage queries to the tracer"),
+    Variable("PROXY_BILLING_TIMEOUT_S", "2.0", "admission requests to billing"),
+    Variable("PROXY_BILLING_FAIL_OPEN_S", "0.0", "serve this long without billing before refusing (0 = never)"),
+    Variable("PROXY_DRAIN_TIMEOUT_S", "20.0", "after SIGTERM, requests in flight get this long"),
+    Variable("PROXY_DLP_POLICIES", "", "TOML file of named DLP policies (added to the built-in ones)"),
+    Variable("PROXY_PUBLIC_URL", "", "the proxy's URL as clients see it (payload links)"),
+    Variable("PROXY_PAYLOAD_MAX_BYTES", str(8 * 1024 * 1024), "largest archived payload"),
+    Variable("PROXY_PAYLOAD_BUFFER_BYTES", str(256 * 1024 * 1024), "payloads buffered while JetStream is slow"),
+    Variable(WORKER_INDEX_VAR, "", "set by the worker supervisor for each worker; leave unset"),
+    Variable(READY_FD_VAR, "", "a pipe to write one byte to once serving; set by whoever starts the proxy"),
+    Variable("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
 
 
 class Settings(msgspec.Struct, frozen=True):

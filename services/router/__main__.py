@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import sys
 from contextlib import AsyncExitStack
 
 from services.common import bus
 from services.common.health import serve
-from services.common.lifecycle import run_service
+from services.common.lifecycle import load_settings, run_service
 from services.common.logs import configure_logging, get_logger
+from services.common.usage import parse_args
 from services.router import settings as settings_module
 from services.router.service import Router, make_app
 from services.router.store import SnapshotStore
 
+ABOUT = ("Routeur's router: keeps every route's health (circuit breakers fed by the proxies' attempt reports) "
+         "and the routing rules, and publishes the routing snapshot the proxies route by, on change and every "
+         "second (also kept in a JetStream KV bucket).")
 
-async def main(stop: asyncio.Event) -> None:
-    settings = settings_module.load(os.environ)
+
+async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
     configure_logging("router", settings.log_level)
     log = get_logger()
     async with AsyncExitStack() as stack:
@@ -36,5 +40,11 @@ async def main(stop: asyncio.Event) -> None:
     log.info("router_stopped", version=router.version)
 
 
+def entry() -> None:
+    parse_args(sys.argv[1:], service="router", about=ABOUT, variables=settings_module.VARIABLES)
+    settings = load_settings(settings_module.load)
+    run_service(lambda stop: main(stop, settings))
+
+
 if __name__ == "__main__":
-    run_service(main)
+    entry()

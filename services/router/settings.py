@@ -10,6 +10,7 @@ import msgspec
 from catalog import loader
 from catalog.schema import Catalog
 from services.common.settings import SettingsError, env_float, env_int, env_str
+from services.common.usage import Variable
 from services.router.health import BreakerConfig
 
 _BREAKER_FLOATS = {"window_s": "ROUTER_BREAKER_WINDOW_S", "error_ratio": "ROUTER_BREAKER_ERROR_RATIO",
@@ -19,6 +20,21 @@ _BREAKER_FLOATS = {"window_s": "ROUTER_BREAKER_WINDOW_S", "error_ratio": "ROUTER
                    "probe_timeout_s": "ROUTER_BREAKER_PROBE_TIMEOUT_S"}
 _BREAKER_INTS = {"window_max": "ROUTER_BREAKER_WINDOW_MAX", "min_requests": "ROUTER_BREAKER_MIN_REQUESTS",
                  "consecutive_failures": "ROUTER_BREAKER_CONSECUTIVE_FAILURES"}
+
+VARIABLES = (
+    Variable("NATS_URL", "nats://127.0.0.1:4222", "the NATS server (JetStream)"),
+    Variable("NATS_STREAM_REPLICAS", "1", "replicas of the routing KV bucket"),
+    Variable("ROUTER_HOST", "127.0.0.1", "address of /healthz, /readyz and /v1/routing"),
+    Variable("ROUTER_PORT", "8081", "its port"),
+    Variable("ROUTEUR_CATALOG", "", "models and routes TOML (unset: the bundled catalog/models.toml)"),
+    Variable("ROUTER_RULES", "", "routing rules TOML, reloaded on change (unset: no rules); see "
+             "catalog/rules.example.toml"),
+    Variable("ROUTER_RELOAD_INTERVAL_S", "1.0", "how often the rules file is checked"),
+    Variable("ROUTER_PUBLISH_INTERVAL_S", "1.0", "how often the routing snapshot is published"),
+    *(Variable(name, str(getattr(BreakerConfig(), field)), f"circuit breaker: {field} (services/router/health.py)")
+      for field, name in {**_BREAKER_FLOATS, **_BREAKER_INTS}.items()),
+    Variable("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
 
 
 class Settings(msgspec.Struct, frozen=True):

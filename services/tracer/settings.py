@@ -7,6 +7,26 @@ from collections.abc import Mapping
 import msgspec
 
 from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
+from services.common.usage import REQUIRED, Variable
+
+VARIABLES = (
+    Variable("NATS_URL", "nats://127.0.0.1:4222", "the NATS server (JetStream)"),
+    Variable("NATS_STREAM_REPLICAS", "1", "replicas of the streams this service creates"),
+    Variable("CLICKHOUSE_URL", "chdb:///./.data/clickhouse", "http(s)://user:password@host:port/database, or "
+             "chdb://<dir> for the embedded engine"),
+    Variable("TRACER_HOST", "127.0.0.1", "address of the /healthz, /readyz and query API"),
+    Variable("TRACER_PORT", "8083", "its port"),
+    Variable("ROUTEUR_ADMIN_TOKEN", REQUIRED, "bearer token of the admin queries"),
+    Variable("TRACER_BATCH_SIZE", "10000", "insert when this many traces wait…"),
+    Variable("TRACER_FLUSH_INTERVAL_S", "1.0", "…or when the oldest has waited this long"),
+    Variable("TRACE_TTL_DAYS", "90", "days a trace is kept"),
+    Variable("TRACER_RECONCILE_DELAY_S", "60.0", "a possibly skewed rollup minute is compared with the traces "
+             "this long after it was marked"),
+    Variable("TRACER_RECONCILE_SUSPECT_S", "120.0", "after a start, failed insert or reconnect, inserted minutes "
+             "are suspect this long"),
+    Variable("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
+)
+
 
 
 class Settings(msgspec.Struct, frozen=True):
