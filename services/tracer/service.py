@@ -1,4 +1,5 @@
-"""Tracer I/O: the JetStream batch consumer, NATS lookups and the read-only SQL HTTP endpoint."""
+"""Tracer I/O: the JetStream batch consumer loop (its decisions are ingest.py's), NATS lookups and the admin's
+read-only SQL HTTP endpoint."""
 
 from __future__ import annotations
 
@@ -16,19 +17,21 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from proto import codec, subjects
-from proto.trace import LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply, UsageQuery, UsageReply
+from proto.trace import (REPLY_BAD_QUERY, REPLY_FAILED, LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply,
+                         UsageQuery, UsageReply)
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
-from services.tracer import reconcile, rows, usage
-from services.tracer.batching import FlushPolicy, ack_info
+from services.tracer import readonly_sql, reconcile, rows, usage
+from services.tracer.batching import FlushPolicy
+from services.tracer.ingest import Cursor, InsertHealth
 from services.tracer.metrics import TracerMetrics
 from services.tracer.pull import Puller
+from services.tracer.rows import QueryError
 from services.tracer.settings import Settings
-from services.tracer.store import TraceStore
+from services.tracer.store import TraceStore, error_detail
 
 log = get_logger()
-_TRACE = msgspec.json.Decoder(TraceEvent)
 _STOP_CHECK_S = 0.5  # how often an idle consumer looks at the stop flag
 _STOP_RECONCILE_S = 5.0  # at stop, suspect buckets still waiting are checked for at most this long
 _RECOVER_RETRY_S = 5.0  # the startup scan (reconcile.Reconciler.recover) failed: try again this much later
@@ -46,12 +49,9 @@ class Tracer:
         self._consumer: asyncio.Task[None] | None = None
         self._subs: list[Any] = []
         self.inserted = 0
-        self._replaying = False  # a consumer we just created replays the stream: some of it may be stored
-        self.last_insert_error: str | None = None
+        self.cursor = Cursor()  # where this process stands in the stream (replay detection)
+        self.health = InsertHealth()  # failed inserts in a row: /readyz
         self.metrics = TracerMetrics()
-        # The highest stream sequence this process has stored: a first delivery at or below it is a replay (the
-        # server lost acks, e.g. nats-server killed) and goes through the already-stored check.
-        self._stored_seq = 0
         self._reconnects = 0
         # Tests drive store_events on a Tracer built without settings: the defaults of Settings then.
         delay_s, window_s, ttl_days = ((settings.reconcile_delay_s, settings.reconcile_suspect_s, settings.ttl_days)
@@ -106,7 +106,7 @@ class Tracer:
         try:
             recent, unfinished = await self.reconciler.recover(now)
         except Exception as exc:  # ClickHouse not answering yet
-            log.warning("rollup_recover_failed", error=type(exc).__name__, retry_s=_RECOVER_RETRY_S)
+            log.warning("rollup_recover_failed", **error_detail(exc), retry_s=_RECOVER_RETRY_S)
             self._recover_at = now + _RECOVER_RETRY_S
             return
         self._recover_at = None
@@ -138,10 +138,8 @@ class Tracer:
                                         deliver_policy=DeliverPolicy.ALL, ack_wait=60, max_ack_pending=50_000)
                 await self._js.add_consumer(subjects.TRACE_STREAM, config=config)
                 # Its first deliveries include whatever a lost consumer had already stored: check them all
-                # against the table, as redeliveries, until it has caught up with the stream. The stream may be
-                # a new one too (sequences from 1 again): forget the sequences stored so far.
-                self._replaying = True
-                self._stored_seq = 0
+                # against the table, as redeliveries, until it has caught up with the stream.
+                self.cursor.consumer_created()
                 return
             except Exception as exc:  # NATS reconnecting at start: keep trying
                 log.warning("trace_consumer_unavailable", error=type(exc).__name__)
@@ -169,49 +167,39 @@ class Tracer:
 
     async def _write(self, msgs: list[Msg]) -> None:
         """Decode, insert, then ack: a message is acknowledged only once its row is stored."""
-        events: list[TraceEvent] = []
-        good: list[Msg] = []
-        redelivered = self._replaying
-        stored_seq = self._stored_seq
-        top_seq = 0
-        for msg in msgs:
-            try:
-                events.append(_TRACE.decode(msg.data))
-            except msgspec.DecodeError:  # ValidationError included
-                log.error("trace_message_undecodable", size=len(msg.data))
-                self.metrics.undecodable.inc()
-                await msg.term()
-                continue
-            good.append(msg)
-            delivered, seq, _ = _delivery(msg)
-            top_seq = max(top_seq, seq)
-            # A first delivery at or below what this process stored is a replay: the server lost its acks.
-            redelivered = redelivered or delivered > 1 or seq <= stored_seq
-        if not events:
+        batch = self.cursor.sort([(msg.data, msg.reply) for msg in msgs])
+        for index in batch.bad:
+            log.error("trace_message_undecodable", size=len(msgs[index].data))
+            self.metrics.undecodable.inc()
+            await msgs[index].term()
+        if not batch.events:
             return
-        pending = _delivery(msgs[-1])[2]
-        self.metrics.lag.set(pending)
+        good = [msgs[index] for index in batch.good]
+        self.metrics.lag.set(batch.pending)
         started = time.perf_counter()
         try:
-            await self.store_events(events, redelivered=redelivered)
-        except Exception as exc:  # ClickHouse down: leave the batch unacked, retry after a pause
-            self.last_insert_error = type(exc).__name__
+            await self.store_events(batch.events, redelivered=batch.redelivered)
+        except Exception as exc:  # ClickHouse down or refusing: leave the batch unacked, retry after a pause
+            detail = error_detail(exc)
+            self.health.failed(time.monotonic(), _summary(detail))
             self.metrics.failed_inserts.inc()
-            log.error("trace_insert_failed", error=type(exc).__name__, batch=len(events))
+            log.error("trace_insert_failed", **detail, batch=len(batch.events),
+                      failures_in_a_row=self.health.failures)
             for msg in good:
                 await msg.nak(delay=1.0)
             await asyncio.sleep(1.0)
             return
-        self.last_insert_error = None
-        self._stored_seq = max(self._stored_seq, top_seq)
-        if pending == 0:
-            self._replaying = False
+        if self.health.failures:
+            log.info("trace_insert_recovered", failures_in_a_row=self.health.failures)
+        self.health.succeeded()
+        self.cursor.stored(batch)
         self.metrics.insert_latency.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(len(events))
+        self.metrics.batch_size.observe(len(batch.events))
         await self._ack(good)
-        self.inserted += len(events)
-        self.metrics.inserted.inc(len(events))
-        log.debug("trace_batch_inserted", batch=len(events), ms=round((time.perf_counter() - started) * 1000, 2))
+        self.inserted += len(batch.events)
+        self.metrics.inserted.inc(len(batch.events))
+        log.debug("trace_batch_inserted", batch=len(batch.events),
+                  ms=round((time.perf_counter() - started) * 1000, 2))
 
     async def _ack(self, msgs: list[Msg]) -> None:
         """Acknowledge stored messages (one small publish each, written to the socket together)."""
@@ -281,29 +269,34 @@ class Tracer:
         try:
             reply = TraceReply(trace=await self.get(codec.decode(msg.data, TraceQuery)))
         except msgspec.DecodeError as exc:
-            reply = TraceReply(error=f"bad query: {exc}")
+            reply = TraceReply(error=_undecodable(exc), code=REPLY_BAD_QUERY)
         except Exception as exc:  # store failure: answer with an error rather than go silent
-            reply = TraceReply(error=f"trace store unavailable: {type(exc).__name__}")
+            log.warning("trace_query_failed", **error_detail(exc))
+            reply = TraceReply(error=_unavailable(exc), code=REPLY_FAILED)
         await msg.respond(codec.encode(reply))
 
     async def _on_logs(self, msg: Msg) -> None:
         try:
             reply = await self.logs(codec.decode(msg.data, LogsQuery))
-        except (msgspec.DecodeError, ValueError) as exc:
-            reply = LogsReply(error=f"bad query: {exc}")
+        except msgspec.DecodeError as exc:
+            reply = LogsReply(error=_undecodable(exc), code=REPLY_BAD_QUERY)
+        except QueryError as exc:
+            reply = LogsReply(error=str(exc), code=REPLY_BAD_QUERY)
         except Exception as exc:  # store failure: answer with an error rather than go silent
-            log.warning("logs_query_failed", error=type(exc).__name__)
-            reply = LogsReply(error=f"trace store unavailable: {type(exc).__name__}")
+            log.warning("logs_query_failed", **error_detail(exc))
+            reply = LogsReply(error=_unavailable(exc), code=REPLY_FAILED)
         await msg.respond(codec.encode(reply))
 
     async def _on_usage(self, msg: Msg) -> None:
         try:
             reply = await self.usage(codec.decode(msg.data, UsageQuery))
-        except (msgspec.DecodeError, ValueError) as exc:
-            reply = UsageReply(error=f"bad query: {exc}")
-        except Exception as exc:  # store failure: the type only, never the engine's message
-            log.warning("usage_query_failed", error=type(exc).__name__)
-            reply = UsageReply(error=f"trace store unavailable: {type(exc).__name__}")
+        except msgspec.DecodeError as exc:
+            reply = UsageReply(error=_undecodable(exc), code=REPLY_BAD_QUERY)
+        except QueryError as exc:
+            reply = UsageReply(error=str(exc), code=REPLY_BAD_QUERY)
+        except Exception as exc:  # store failure: the type only in the reply, never the engine's message
+            log.warning("usage_query_failed", **error_detail(exc))
+            reply = UsageReply(error=_unavailable(exc), code=REPLY_FAILED)
         await msg.respond(codec.encode(reply))
 
 
@@ -317,9 +310,15 @@ def make_app(settings: Settings, tracer: Tracer, store: TraceStore, nc: Client) 
     app = web.Application(client_max_size=1 << 20)
 
     async def ready() -> dict[str, object]:
+        """Not ready while NATS or ClickHouse is unreachable, or while inserts keep failing (ingest.InsertHealth)."""
         clickhouse = await store.ping()
-        return {"ready": nc.is_connected and clickhouse, "nats": nc.is_connected, "clickhouse": clickhouse,
-                "inserted": tracer.inserted, "last_insert_error": tracer.last_insert_error}
+        now = time.monotonic()
+        inserting = tracer.health.healthy(now)
+        return {"ready": nc.is_connected and clickhouse and inserting, "nats": nc.is_connected,
+                "clickhouse": clickhouse, "inserting": inserting, "inserted": tracer.inserted,
+                "failed_inserts_in_a_row": tracer.health.failures,
+                "failing_for_s": round(tracer.health.failing_for_s(now), 1),
+                "last_insert_error": tracer.health.last_error}
 
     async def sql(request: web.Request) -> web.Response:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
@@ -332,7 +331,11 @@ def make_app(settings: Settings, tracer: Tracer, store: TraceStore, nc: Client) 
             return _error(400, f"body must be {{\"query\": \"SELECT …\"}}: {exc}",
                           "invalid_request_error", "invalid_body")
         try:
-            columns, found = await store.select(body.query, body.parameters, readonly=True)
+            statement = readonly_sql.check(body.query, set(body.parameters))
+        except readonly_sql.RefusedQuery as exc:
+            return _error(400, str(exc), "invalid_request_error", "read_only_sql")
+        try:
+            columns, found = await store.analytics(statement.sql, body.parameters)
         except Exception as exc:  # the engine's message is the useful answer for an analyst
             return _error(400, str(exc).splitlines()[0][:500], "invalid_request_error", "query_failed")
         return web.Response(body=codec.encode({"columns": columns, "rows": found}), content_type="application/json")
@@ -343,12 +346,19 @@ def make_app(settings: Settings, tracer: Tracer, store: TraceStore, nc: Client) 
     return app
 
 
-def _delivery(msg: Msg) -> tuple[int, int, int]:
-    """(times delivered, stream sequence, messages pending) of a delivery."""
-    try:
-        return ack_info(msg.reply)
-    except ValueError:  # not a JetStream delivery: treat it as a redelivery, the careful path
-        return 2, 0, 0
+def _summary(detail: dict[str, Any]) -> str:
+    """A failure in a few words for /readyz: the exception type and the engine's error code and name."""
+    code = f" {detail['code']}" if detail["code"] is not None else ""
+    name = f" ({detail['name']})" if detail["name"] else ""
+    return f"{detail['error']}{code}{name}"
+
+
+def _undecodable(exc: Exception) -> str:
+    return f"the query does not decode: {exc}"
+
+
+def _unavailable(exc: Exception) -> str:
+    return f"trace store unavailable: {type(exc).__name__}"
 
 
 def _error(status: int, message: str, kind: str, code: str) -> web.Response:

@@ -16,10 +16,12 @@ from nats.js.errors import NotFoundError
 
 from launcher.stack import Stack
 from proto import codec, subjects
-from proto.trace import LogsQuery, LogsReply, TraceEvent, UsageQuery, UsageReply
+from proto.trace import (REPLY_BAD_QUERY, REPLY_FAILED, LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply, UsageQuery,
+                         UsageReply)
 from services.common.settings import Secret
 from services.tracer.service import Tracer
 from services.tracer.settings import Settings
+from services.tracer.store import TraceStore
 from tests.integration.tracer_bus import Bus, running_bus, until
 
 NOW = int(time.time() * 1000)
@@ -83,11 +85,18 @@ async def test_usage_and_logs_over_nats(tracer: tuple[Client, Tracer]) -> None:
                         (UsageQuery(group_by="1; SELECT 1"), "'group_by' must be one of")):
         reply = await ask(subjects.TRACER_USAGE, bad, UsageReply)
         assert isinstance(reply, UsageReply) and reply.error is not None and needle in reply.error
-        assert "DB::Exception" not in reply.error
-    raw = await nc.request(subjects.TRACER_USAGE, b'{"since_ms": "yesterday"}', timeout=5)
-    assert codec.decode(raw.data, UsageReply).error.startswith("bad query")  # type: ignore[union-attr]
+        assert reply.code == REPLY_BAD_QUERY and "DB::Exception" not in reply.error
+    for subject, kind in ((subjects.TRACER_USAGE, UsageReply), (subjects.TRACER_LOGS, LogsReply),
+                          (subjects.TRACER_GET, TraceReply)):
+        raw = await nc.request(subject, b'{"since_ms": "yesterday", "request_id": 7}', timeout=5)
+        undecodable = codec.decode(raw.data, kind)
+        assert undecodable.error is not None and "does not decode" in undecodable.error  # type: ignore[attr-defined]
+        assert undecodable.code == REPLY_BAD_QUERY  # type: ignore[attr-defined]
     bad_logs = await ask(subjects.TRACER_LOGS, LogsQuery(cursor="' OR 1=1 --"), LogsReply)
     assert isinstance(bad_logs, LogsReply) and bad_logs.error is not None and "cursor" in bad_logs.error
+    assert bad_logs.code == REPLY_BAD_QUERY
+    found = await ask(subjects.TRACER_GET, TraceQuery(request_id="req_0003"), TraceReply)
+    assert isinstance(found, TraceReply) and found.error is None and found.trace is not None
 
 
 class CrashesBeforeAck(Tracer):
@@ -190,3 +199,28 @@ def test_sql_endpoint_refuses_undecodable_bodies_and_tokens_with_4xx(stack: Stac
         assert response.status in (400, 401), response.status
         assert b"Traceback" not in response.read()
         connection.close()
+
+
+async def test_a_store_that_fails_makes_inserts_unhealthy_and_replies_say_failed(bus_: Bus) -> None:
+    dead = TraceStore("http://127.0.0.1:1/")  # nothing listens there: every call fails
+    failing = Tracer(_settings(bus_.server.url), bus_.nc, bus_.js, dead)
+    await failing.start()
+    try:
+        for i in range(5):
+            await bus_.publish(_event(i, "org_a"))
+
+        async def unhealthy() -> bool:
+            return not failing.health.healthy(time.monotonic())
+
+        await until(unhealthy, timeout=30)
+        assert failing.health.failures >= 3 and failing.inserted == 0
+        assert failing.health.last_error is not None and "Error" in failing.health.last_error
+        for subject, message, kind in ((subjects.TRACER_GET, TraceQuery(request_id="req_0001"), TraceReply),
+                                       (subjects.TRACER_LOGS, LogsQuery(), LogsReply),
+                                       (subjects.TRACER_USAGE, UsageQuery(), UsageReply)):
+            reply = codec.decode((await bus_.nc.request(subject, codec.encode(message), timeout=5)).data, kind)
+            assert reply.code == REPLY_FAILED and "unavailable" in reply.error  # type: ignore[attr-defined]
+    finally:
+        await failing.stop()
+        await dead.close()
+    assert await bus_.unacked() == 5  # nothing acked: the traces wait in the stream for a working store

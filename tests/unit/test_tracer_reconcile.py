@@ -316,7 +316,7 @@ async def test_a_first_delivery_below_the_stored_sequence_is_a_replay_and_is_che
     tracer, store = _tracer()
     first = [FakeMsg(trace(i, "a", MIN * 1000 + i), _reply(1, 100 + i)) for i in range(5)]
     await tracer._write(first)  # type: ignore[arg-type]
-    assert store.checked == 0 and all(m.acked for m in first) and tracer._stored_seq == 104
+    assert store.checked == 0 and all(m.acked for m in first) and tracer.cursor.stored_seq == 104
     fresh = [FakeMsg(trace(5 + i, "a", MIN * 1000 + 5 + i), _reply(1, 105 + i)) for i in range(3)]
     await tracer._write(fresh)  # type: ignore[arg-type]
     assert store.checked == 0 and len(store.stored) == 8
@@ -338,7 +338,7 @@ async def test_the_stored_sequence_is_the_highest_of_the_batch_not_its_last() ->
     tracer, store = _tracer()
     first = [FakeMsg(trace(0, "a", MIN * 1000), _reply(1, 110)), FakeMsg(trace(1, "a", MIN * 1000 + 1), _reply(2, 105))]
     await tracer._write(first)  # type: ignore[arg-type]
-    assert tracer._stored_seq == 110 and store.checked == 1  # the redelivery made it a checked batch
+    assert tracer.cursor.stored_seq == 110 and store.checked == 1  # the redelivery made it a checked batch
     await tracer._write([FakeMsg(trace(0, "a", MIN * 1000), _reply(1, 108))])  # type: ignore[arg-type]
     assert store.checked == 2 and len(store.stored) == 2
 
