@@ -15,10 +15,13 @@ from proto import codec
 from proto.trace import TraceEvent
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import gemini
-from services.proxy.chat import Call, Upstream, exchange
+from services.proxy.call import Call
+from services.proxy.chat import exchange, inline
 from services.proxy.dialects import UpstreamCall, dialect_for
+from services.proxy.endpoint import Endpoint
 from services.proxy.errors import InvalidRequest
 from services.proxy.providers import Target
+from services.proxy.upstream import Upstream
 
 ENDPOINT = "/v1/embeddings"
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
@@ -83,21 +86,24 @@ def _outbound(target: Target, body: dict[str, Any], route: Route) -> UpstreamCal
                          code="model_not_supported")
 
 
-async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], *,
+async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,
               inline_trace: bool) -> tuple[web.Response, TraceEvent]:
     """One upstream embeddings call; the answer in OpenAI's CreateEmbeddingResponse shape."""
     route, model = call.route, call.model
     assert route is not None and model is not None
     status, raw = await exchange(call, upstream, _outbound(target, body, route), dialect_for(target))
+    estimated = False
     if target.format == "gemini":
         inputs = [body["input"]] if isinstance(body["input"], str) else body["input"]
-        translated, call.usage_estimated = gemini.embeddings_from_upstream(
+        translated, estimated = gemini.embeddings_from_upstream(
             _decoder.decode(raw), model=model.id, inputs=inputs, encoding_format=body.get("encoding_format", "float"))
         raw = codec.encode(translated)
-    call.status_code = status
-    call.usage = wire.response_usage(raw)
+    call.answered(status, wire.response_usage(raw), estimated=estimated)
     trace = call.trace()
     if inline_trace:
-        raw = raw.rstrip()[:-1] + b',"routeur_trace":' + codec.encode(trace) + b"}"
+        raw = inline(raw, trace)
     return web.Response(status=status, body=raw, content_type="application/json",
                         headers={"x-request-id": call.request_id, **call.response_headers}), trace
+
+
+EMBEDDINGS = Endpoint(path=ENDPOINT, kind="embedding", parse=parse_body, reserve=reservation, run=run)

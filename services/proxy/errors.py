@@ -17,6 +17,7 @@ services.common.logs.ProtocolLog keeps the offending bytes out of the logs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -102,3 +103,7 @@ def error_response(error: ProxyError, request_id: str, headers: dict[str, str] |
     return web.Response(status=error.status, body=codec.encode(error.body()), content_type="application/json",
                         headers=all_headers)
 
+
+
+ErrorRenderer = Callable[[ProxyError, str], web.Response]
+"""(error, request id) → the error response in an endpoint's own format (`error_response` is OpenAI's)."""

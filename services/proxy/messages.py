@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.web_request import BaseRequest
 
+from services.proxy import chat
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import anthropic_inbound as inbound
 from services.proxy.adapters.anthropic import TranslationError, UnsupportedParameter
+from services.proxy.call import Call
 from services.proxy.chat import CallerStream
 from services.proxy.errors import InvalidRequest, ProxyError
 
 ENDPOINT = "/v1/messages"
-_MODEL = "messages_model"
-"""Request key: the model id the caller asked for, echoed in every Anthropic reply."""
-_REQUEST_ID = "request_id"
-"""Request key set by service.edge (service.REQUEST_ID)."""
 _OVERLOADED_CODES = frozenset({"overloaded", "overloaded_error"})
 _decoder = msgspec.json.Decoder()
 
@@ -45,37 +41,24 @@ def error_response(error: ProxyError, request_id: str) -> web.Response:
                         headers=headers)
 
 
-def parser(request: web.Request) -> Callable[[bytes], dict[str, Any]]:
-    """serve_chat's `parse`: an Anthropic Messages body checked and translated to an OpenAI chat body."""
-
-    def parse(raw: bytes) -> dict[str, Any]:
-        body = wire.decode_json(raw)
-        try:
-            translated = inbound.request_to_openai(inbound.check_request(body))
-        except UnsupportedParameter as exc:
-            raise InvalidRequest(exc.message, param=exc.param, code="unsupported_parameter") from None
-        except TranslationError as exc:
-            raise InvalidRequest(exc.message, param=exc.param) from None
-        except (AttributeError, TypeError, KeyError):  # a block or tool that is not an object, and the like
-            raise InvalidRequest("request body does not follow the Messages API schema") from None
-        request[_MODEL] = translated["model"]
-        return wire.check_chat(translated)  # what the translation made must be a well-formed OpenAI body
-
-    return parse
-
-
-async def messages(request: web.Request) -> web.StreamResponse:
-    """The route handler: the chat pipeline with Anthropic requests, replies, streams and errors."""
-    from services.proxy import service  # service.py imports this module to register the route
-
+def parse(raw: bytes) -> dict[str, Any]:
+    """The endpoint's parser: an Anthropic Messages body checked and translated to an OpenAI chat body (the
+    caller's model id stays the body's `model`, so the pipeline's Call holds it for every reply)."""
+    body = wire.decode_json(raw)
     try:
-        response = await service.serve_chat(request, parse=parser(request), endpoint=ENDPOINT,
-                                            stream_class=AnthropicStream)
-    except ProxyError as error:
-        return error_response(error, request[_REQUEST_ID])
-    if response.prepared or not isinstance(response, web.Response):
-        return response
-    return _to_message(response, model=request[_MODEL])
+        translated = inbound.request_to_openai(inbound.check_request(body))
+    except UnsupportedParameter as exc:
+        raise InvalidRequest(exc.message, param=exc.param, code="unsupported_parameter") from None
+    except TranslationError as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
+    except (AttributeError, TypeError, KeyError):  # a block or tool that is not an object, and the like
+        raise InvalidRequest("request body does not follow the Messages API schema") from None
+    return wire.check_chat(translated)  # what the translation made must be a well-formed OpenAI body
+
+
+def render(response: web.Response, call: Call) -> web.Response:
+    """The pipeline's OpenAI `chat.completion` reply as an Anthropic message (status and headers kept)."""
+    return _to_message(response, model=call.requested_model)
 
 
 def _to_message(response: web.Response, *, model: str) -> web.Response:
@@ -104,7 +87,7 @@ class AnthropicStream(CallerStream):
     it; iterating `create(stream=True)` yields it as an event whose `.type` is "routeur_trace".
     """
 
-    def __init__(self, *, status: int = 200, reason: str | None = None,
+    def __init__(self, *, model: str, status: int = 200, reason: str | None = None,
                  headers: Mapping[str, str] | None = None) -> None:
         headers = {k: v for k, v in (headers or {}).items() if k.lower() != "content-type"}
         headers["Content-Type"] = "text/event-stream; charset=utf-8"
@@ -112,12 +95,13 @@ class AnthropicStream(CallerStream):
             headers["request-id"] = headers["x-request-id"]
         super().__init__(status=status, reason=reason, headers=headers)
         self._buffer = bytearray()
-        self._translator: inbound.StreamToAnthropic | None = None
+        self._translator = inbound.StreamToAnthropic(model=model)
         self._trace: dict[str, Any] | None = None
 
-    async def prepare(self, request: BaseRequest) -> AbstractStreamWriter | None:
-        self._translator = inbound.StreamToAnthropic(model=request.get(_MODEL, ""))
-        return await super().prepare(request)
+    @classmethod
+    def open(cls, call: Call, headers: dict[str, str]) -> AnthropicStream:
+        """chat.OpenStream: the stream for `call`, echoing the model id the caller asked for."""
+        return cls(model=call.requested_model, headers=headers)
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         self._buffer += data
@@ -128,7 +112,6 @@ class AnthropicStream(CallerStream):
     def _translate(self, event: bytes) -> bytes:
         """The Anthropic events for one OpenAI SSE event."""
         translator = self._translator
-        assert translator is not None, "prepare() comes before write()"
         if wire.is_done(event):
             events = translator.finish()
             if self._trace is not None:
@@ -160,3 +143,7 @@ def _stream_error(error: Mapping[str, Any]) -> dict[str, Any]:
 
 def _encode(events: list[tuple[str, dict[str, Any]]]) -> bytes:
     return b"".join(inbound.encode_event(name, data) for name, data in events)
+
+
+MESSAGES = chat.endpoint(ENDPOINT, parse, open_stream=AnthropicStream.open, render=render,
+                         render_error=error_response)

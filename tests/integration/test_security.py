@@ -181,7 +181,8 @@ def test_an_organization_cannot_read_another_organizations_data(stack: Stack) ->
 # ------------------------------------------------------------------------------------------ constant time
 
 # The modules that check a presented secret (API key, admin token, payload link signature, session cookie)
-CREDENTIAL_MODULES = ("services/proxy/auth.py", "services/proxy/service.py", "services/proxy/billing_client.py",
+CREDENTIAL_MODULES = ("services/proxy/auth.py", "services/proxy/caller.py", "services/proxy/service.py",
+                      "services/proxy/pipeline.py", "services/proxy/billing_client.py",
                       "services/proxy/dashboard/routes.py", "services/proxy/dashboard/session.py",
                       "services/archiver/links.py", "services/archiver/service.py", "services/billing/admin.py",
                       "services/billing/ledger.py", "services/billing/service.py", "services/tracer/service.py")

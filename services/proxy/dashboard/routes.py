@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import msgspec
@@ -29,9 +28,7 @@ from services.proxy.auth import ADMIN, KeyRing, Principal, well_formed
 from services.proxy.billing_client import BillingClient, BillingRefused
 from services.proxy.dashboard.session import COOKIE, Sessions
 from services.proxy.errors import AuthError, NotFound, ProxyError, ServiceUnavailable
-
-if TYPE_CHECKING:
-    from services.proxy.service import ProxyState
+from services.proxy.state import ProxyState
 
 log = get_logger()
 
