@@ -128,6 +128,16 @@ def _check_block(block: object, at: str) -> str | None:
     return None
 
 
+def _whitespace_only(content: object) -> bool:
+    """Text that is all whitespace: a string, or text blocks none of which has anything else. The Messages API
+    refuses it ("text content blocks must contain non-whitespace text"); a blank block beside real text passes."""
+    if isinstance(content, str):
+        return content.isspace()
+    texts = [b.get("text") for b in content if isinstance(b, dict) and b.get("type") == "text"] \
+        if isinstance(content, list) else []
+    return bool(texts) and all(isinstance(t, str) and t.isspace() for t in texts)
+
+
 def _ids(content: object, kind: str, key: str) -> list[str]:
     if not isinstance(content, list):
         return []
@@ -150,6 +160,8 @@ def _check_messages(messages: list[Any]) -> str | None:
         for j, block in enumerate(content if isinstance(content, list) else []):
             if (error := _check_block(block, f"{at}.content.{j}")) is not None:
                 return error
+        if _whitespace_only(content):
+            return "messages: text content blocks must contain non-whitespace text"
         uses = _ids(content, "tool_use", "id")
         following = messages[i + 1] if i + 1 < len(messages) and isinstance(messages[i + 1], dict) else {}
         answered = set(_ids(following.get("content"), "tool_result", "tool_use_id"))
@@ -220,6 +232,8 @@ def validate_request(body: object) -> dict[str, Any] | None:
     stops = body.get("stop_sequences")
     if stops is not None and (not isinstance(stops, list) or not all(isinstance(s, str) for s in stops)):
         return invalid("stop_sequences: Input should be a valid list of strings")
+    if _whitespace_only(system):
+        return invalid("system: text content blocks must contain non-whitespace text")
     error = _check_messages(messages) or _check_tools(body)
     return invalid(error) if error is not None else None
 

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from services.emulator import anthropic_format as af
-from services.emulator import service as edge  # a module import, so service.py may import this module back
+from services.emulator import edge
 from services.emulator.faults import Fault
 
 _STATIC_HEADERS = {

@@ -13,8 +13,8 @@ from typing import Any
 import msgspec
 
 from services.emulator import openai_format as oa
+from services.emulator.eventstream import encode_message
 from services.emulator.openai_format import _text_pieces as text_pieces
-from services.proxy.adapters.eventstream import encode_message
 
 ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.bedrock/"
 AUTH_ERROR_NAMESPACE = "http://internal.amazon.com/coral/com.amazon.coral.service/"

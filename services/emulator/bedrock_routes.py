@@ -13,7 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from services.emulator import bedrock_format as bf
-from services.emulator import service as edge  # a module import, so service.py may import this module back
+from services.emulator import edge
 from services.emulator.faults import Fault
 
 _AUTHORIZATION = re.compile(

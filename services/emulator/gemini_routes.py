@@ -13,8 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
 from services.emulator import gemini_format as gf
-from services.emulator.faults import Fault
-from services.emulator.service import (
+from services.emulator.edge import (
     INVALID,
     STATE,
     EmulatorState,
@@ -23,6 +22,7 @@ from services.emulator.service import (
     hang,
     sleep_ms,
 )
+from services.emulator.faults import Fault
 
 KEY_HEADER = "x-goog-api-key"
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Content-Disposition": "attachment", "Cache-Control": "no-cache"}
@@ -159,5 +159,5 @@ async def model_action(request: web.Request) -> web.StreamResponse:
 
 
 def register(app: web.Application) -> None:
-    """Add the Gemini routes to an emulator app built by `service.make_app`."""
+    """Add the Gemini routes to an emulator app made by `service.make_app`."""
     app.router.add_post("/v1beta/models/{model_action}", model_action)

@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError
 
 from services.common.health import serve
 from services.common.settings import Secret
-from services.proxy.dialect_bedrock import BedrockDialect
+from services.proxy.adapters.bedrock import BedrockDialect
 from services.proxy.dialects import StreamBroken
 from services.proxy.providers import Target
 from tests.openapi import validate

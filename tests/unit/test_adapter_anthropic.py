@@ -15,6 +15,7 @@ from services.emulator import anthropic_format as af
 from services.emulator import openai_format as oa
 from services.proxy.adapters import anthropic as ad
 from services.proxy.adapters import anthropic_inbound as inbound
+from services.proxy.adapters.shared import JSON_OBJECT_INSTRUCTION
 from tests.openapi import validate
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -218,7 +219,7 @@ def test_tool_choice(choice: Any, expected: dict[str, Any]) -> None:
 
 def test_json_object_becomes_a_system_instruction() -> None:
     out = ad.to_upstream(chat(response_format={"type": "json_object"}), "m")
-    assert out["system"] == [{"type": "text", "text": ad.JSON_OBJECT_INSTRUCTION}]
+    assert out["system"] == [{"type": "text", "text": JSON_OBJECT_INSTRUCTION}]
 
 
 @pytest.mark.parametrize(("extra", "param"), [

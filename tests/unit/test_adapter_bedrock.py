@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import re
-import zlib
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -15,7 +14,6 @@ import boto3
 import botocore.session
 import pytest
 from botocore.awsrequest import AWSRequest, AWSResponse
-from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator
 from yarl import URL
@@ -23,9 +21,9 @@ from yarl import URL
 from services.common.settings import Secret
 from services.emulator import bedrock_format as bf
 from services.proxy.adapters import bedrock as ad
-from services.proxy.adapters.eventstream import EventStreamDecoder, EventStreamError, encode_message
-from services.proxy.dialect_bedrock import BedrockDialect
-from services.proxy.dialects import StreamBroken
+from services.proxy.adapters.bedrock import BedrockDialect
+from services.proxy.adapters.errors import StreamBroken
+from services.proxy.adapters.shared import JSON_OBJECT_INSTRUCTION
 from services.proxy.errors import InvalidRequest
 from services.proxy.providers import Target
 from tests.openapi import validate
@@ -84,23 +82,6 @@ TOOL_STREAM: list[tuple[str, dict[str, Any]]] = [
     ("metadata", {"usage": {"inputTokens": 375, "outputTokens": 54, "totalTokens": 429},
                   "metrics": {"latencyMs": 1210}}),
 ]
-# Event-stream test vectors of the AWS SDKs' suites (botocore, amazon-transcribe): recorded bytes and their headers.
-VECTORS: list[tuple[bytes, dict[str, Any], bytes]] = [
-    (b"\x00\x00\x00\x10\x00\x00\x00\x00\x05\xc2H\xeb}\x98\xc8\xff", {}, b""),
-    (b"\x00\x00\x00\x1d\x00\x00\x00\x00\xfdR\x8cZ{'foo':'bar'}\xc3e96", {}, b"{'foo':'bar'}"),
-    (b"\x00\x00\x00=\x00\x00\x00 \x07\xfd\x83\x96\x0ccontent-type\x07\x00\x10application/json{'foo':'bar'}\x8d\x9c"
-     b"\x08\xb1", {"content-type": "application/json"}, b"{'foo':'bar'}"),
-    (b"\x00\x00\x00\x62\x00\x00\x00\x52\x03\xb5\xcb\x9c\x010\x00\x011\x01\x012\x02\x02\x013\x03\x00\x03\x014\x04"
-     b"\x00\x00\x00\x04\x015\x05\x00\x00\x00\x00\x00\x00\x00\x05\x016\x06\x00\x05bytes\x017\x07\x00\x04utf8\x018\x08"
-     b"\x00\x00\x00\x00\x00\x00\x00\x08\x019\x090123456789abcdef\x63\x35\x36\x71",
-     {"0": True, "1": False, "2": 2, "3": 3, "4": 4, "5": 5, "6": b"bytes", "7": "utf8", "8": 8,
-      "9": b"0123456789abcdef"}, b""),
-    (b"\x00\x00\x00\x52\x00\x00\x00\x42\xbf\x23\x63\x7e\x0d:message-type\x07\x00\x05error\x0b:error-code\x07\x00"
-     b"\x04code\x0e:error-message\x07\x00\x07message\x6b\x6c\xea\x3d",
-     {":message-type": "error", ":error-code": "code", ":error-message": "message"}, b""),
-]
-BEDROCK_MESSAGE_START_PRELUDE = b"\x00\x00\x00\x95\x00\x00\x00R\xf9\xa1G\xd1"
-"""The first 12 bytes of a messageStart frame recorded from ConverseStream: 149 bytes in all, 82 of headers."""
 CONVERSE_INPUT = botocore.session.get_session().get_service_model("bedrock-runtime").operation_model("Converse")
 
 
@@ -240,7 +221,7 @@ def test_json_mode_adds_an_instruction_and_pdfs_become_documents() -> None:
             {"type": "text", "text": "Summarise"},
             {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0x"}}]}]),
         CLAUDE)
-    assert converse["system"] == [{"text": ad.JSON_OBJECT_INSTRUCTION}]
+    assert converse["system"] == [{"text": JSON_OBJECT_INSTRUCTION}]
     assert converse["messages"][0]["content"][1] == {"document": {"format": "pdf", "name": "document 2",
                                                                   "source": {"bytes": "JVBERi0x"}}}
     assert_valid_converse(converse)
@@ -333,49 +314,7 @@ def test_emulator_stream_equals_its_body_after_translation() -> None:
     assert text == body["choices"][0]["message"]["content"] and chunks[-1]["usage"] == body["usage"]
 
 
-# --------------------------------------------------------------------------- event-stream framing
-
-
-@pytest.mark.parametrize(("raw", "headers", "payload"), VECTORS)
-def test_recorded_vectors_decode_as_botocore_decodes_them(raw: bytes, headers: dict[str, Any], payload: bytes) -> None:
-    assert EventStreamDecoder().feed(raw) == [(headers, payload)]
-    reference = EventStreamBuffer()
-    reference.add_data(raw)
-    assert [(m.headers, m.payload) for m in reference] == [(headers, payload)]
-
-
-def test_messages_split_anywhere_decode_incrementally() -> None:
-    stream = b"".join(raw for raw, _, _ in VECTORS)
-    decoder = EventStreamDecoder()
-    got = [message for i in range(0, len(stream), 7) for message in decoder.feed(stream[i : i + 7])]
-    assert got == [(h, p) for _, h, p in VECTORS] and decoder.pending == 0
-
-
-def test_encoder_round_trips_and_botocore_reads_it() -> None:
-    payload = b'{"p":"abcdefghijklmnopqrstuvwx","role":"assistant"}'
-    raw = encode_message({":event-type": "messageStart", ":content-type": "application/json",
-                          ":message-type": "event"}, payload)
-    assert raw[:12] == BEDROCK_MESSAGE_START_PRELUDE
-    reference = EventStreamBuffer()
-    reference.add_data(raw)
-    (message,) = list(reference)
-    assert message.headers == {":event-type": "messageStart", ":content-type": "application/json",
-                               ":message-type": "event"}
-    assert EventStreamDecoder().feed(raw) == [(message.headers, payload)]
-
-
-@pytest.mark.parametrize(("index", "match"), [(5, "prelude checksum"), (20, "message checksum"), (-2, "message check")])
-def test_a_flipped_bit_is_detected(index: int, match: str) -> None:
-    raw = bytearray(VECTORS[2][0])
-    raw[index] ^= 0x01
-    with pytest.raises(EventStreamError, match=match):
-        EventStreamDecoder().feed(bytes(raw))
-
-
-def test_impossible_lengths_are_refused_before_waiting_for_bytes() -> None:
-    prelude = b"\x10\x00\x00\x1d\x00\x00\x00\x00"  # 256 MiB: more than any frame may be
-    with pytest.raises(EventStreamError, match="impossible message lengths"):
-        EventStreamDecoder().feed(prelude + zlib.crc32(prelude).to_bytes(4, "big"))
+# --------------------------------------------------------------------------- the emulator's frames, read by boto3
 
 
 def boto3_client() -> Any:

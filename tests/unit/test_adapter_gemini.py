@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.emulator import gemini_format as gf
-from services.proxy.adapters import gemini
+from services.proxy.adapters import errors, gemini
 from tests.openapi import validate
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n-tiny-image").decode()
@@ -506,3 +506,16 @@ def test_thinking_that_uses_the_whole_budget_ends_with_max_tokens_and_no_parts()
     choice, usage = completion["choices"][0], completion["usage"]
     assert choice["finish_reason"] == "length" and choice["message"]["content"] is None
     assert usage["completion_tokens"] == 5 == usage["completion_tokens_details"]["reasoning_tokens"]
+
+
+def test_gemini_errors_are_in_the_shared_error_tree() -> None:
+    message = r"'n' is not supported by model 'gemini-x' \(Google Gemini\)$"
+    with pytest.raises(errors.UnsupportedParameter, match=message):
+        gemini.to_upstream({"model": "gemini-x", "messages": [{"role": "user", "content": "Hi"}], "n": 2}, "g")
+    with pytest.raises(errors.TranslationError) as caught:
+        gemini.embeddings_to_upstream({"input": [1, 2]}, "text-embedding-004")
+    assert caught.value.param == "input"
+    with pytest.raises(errors.StreamBroken, match="overloaded") as broken:
+        gemini.StreamTranslator(model="m", include_usage=False).feed(
+            {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}})
+    assert broken.value.body["error"]["type"] == "server_error"

@@ -1,19 +1,31 @@
-"""Anthropic Messages API <-> OpenAI chat completions: pure request, response, stream and error translation."""
+"""Anthropic Messages API <-> OpenAI chat completions: request, response, stream and error translation, and the
+AnthropicDialect the proxy calls them through."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from services.proxy.adapters.errors import TranslationError, UnsupportedParameter
-from services.proxy.adapters.shared import JSON_OBJECT_INSTRUCTION
-from services.proxy.adapters.shared import append_turn as _append
-from services.proxy.adapters.shared import texts as _texts
+from proto import codec
+from services.proxy import openai_wire as wire
+from services.proxy.adapters.base import StreamDecoder, UpstreamCall, invalid_request, sse_event
+from services.proxy.adapters.errors import StreamBroken, TranslationError, UnsupportedParameter
+from services.proxy.adapters.shared import (
+    check_unsupported,
+    function_tools,
+    nonblank,
+    texts,
+    to_turns,
+    tool_call_id,
+    tool_calls,
+)
 from services.proxy.adapters.shared import tool_arguments as _arguments
+
+if TYPE_CHECKING:
+    from services.proxy.providers import Target
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -58,11 +70,11 @@ ERROR_TYPES_BY_STATUS = {400: "invalid_request_error", 401: "authentication_erro
 _DECODER = msgspec.json.Decoder()
 
 
-class StreamError(Exception):
+class StreamError(StreamBroken):
     """An `error` event inside an Anthropic stream (sent after HTTP 200, e.g. overloaded_error)."""
 
     def __init__(self, error_type: str, message: str) -> None:
-        super().__init__(f"{error_type}: {message}")
+        super().__init__(_openai_error(error_type, message), f"{error_type}: {message}")
         self.error_type = error_type
         self.message = message
 
@@ -72,7 +84,7 @@ class StreamError(Exception):
         return _ERRORS.get(self.error_type, ("", None, 500))[2]
 
     def openai_body(self) -> dict[str, Any]:
-        return _openai_error(self.error_type, self.message)
+        return self.body
 
 
 class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,16 +150,14 @@ def _image(url: object, where: str) -> dict[str, Any]:
 
 
 def _user_blocks(content: object, where: str, model: str) -> list[dict[str, Any]]:
-    if content is None or isinstance(content, str):
-        return [_text_block(t) for t in _texts(content, where)]
     if not isinstance(content, list):
-        raise TranslationError(f"'{where}' must be a string or an array of content parts", param=where)
+        return [_text_block(t) for t in texts(content, where)]
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         at = f"{where}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            if part.get("text"):
+            if nonblank(part.get("text")):
                 blocks.append(_text_block(part["text"]))
         elif kind == "image_url":
             image = part.get("image_url")
@@ -162,48 +172,30 @@ def _user_blocks(content: object, where: str, model: str) -> list[dict[str, Any]
 
 
 def _assistant_blocks(message: Mapping[str, Any], where: str, model: str) -> list[dict[str, Any]]:
-    if message.get("function_call") is not None:
-        raise UnsupportedParameter(f"{where}.function_call", model, "use tool_calls")
-    blocks = [_text_block(t) for t in _texts(message.get("content"), f"{where}.content")]
-    for j, call in enumerate(message.get("tool_calls") or []):
-        at = f"{where}.tool_calls[{j}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(call.get("id"), str):
-            raise TranslationError(f"'{at}' must have an id and a function", param=at)
-        try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except json.JSONDecodeError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            raise TranslationError(f"'{at}.function.arguments' must be a JSON object",
-                                   param=f"{at}.function.arguments")
-        blocks.append({"type": "tool_use", "id": call["id"], "name": function.get("name"), "input": arguments})
+    blocks = [_text_block(t) for t in texts(message.get("content"), f"{where}.content")]
+    for call in tool_calls(message, where, model, UnsupportedParameter):
+        blocks.append({"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments})
     return blocks
 
 
 def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str):
-        raise TranslationError(f"'{where}.tool_call_id' is required", param=f"{where}.tool_call_id")
+    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_call_id(message, where)}
     content = message.get("content")
-    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": call_id}
-    result["content"] = content if isinstance(content, str) else [
-        _text_block(t) for t in _texts(content, f"{where}.content")]
-    return result
+    if isinstance(content, str):
+        if nonblank(content):
+            result["content"] = content
+    elif parts := texts(content, f"{where}.content"):
+        result["content"] = [_text_block(t) for t in parts]
+    return result  # a blank result goes without content: Anthropic refuses blank text
 
 
 def _tools(tools: object, model: str) -> list[dict[str, Any]]:
-    if not isinstance(tools, list):
-        raise TranslationError("'tools' must be an array", param="tools")
     out = []
-    for j, tool in enumerate(tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or tool.get("type", "function") != "function":
-            raise UnsupportedParameter(f"tools[{j}].type", model, "only function tools can be translated")
-        entry: dict[str, Any] = {"name": function.get("name")}
-        if function.get("description"):
-            entry["description"] = function["description"]
-        entry["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+    for tool in function_tools(tools, model, UnsupportedParameter):
+        entry: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            entry["description"] = tool.description
+        entry["input_schema"] = tool.parameters
         out.append(entry)
     return out
 
@@ -226,16 +218,10 @@ def _tool_choice(choice: object, parallel: object, model: str) -> dict[str, Any]
 
 
 def _check_supported(body: Mapping[str, Any], model: str) -> None:
-    for param, neutral in _UNSUPPORTED.items():
-        if param in body and body[param] not in neutral:
-            raise UnsupportedParameter(param, model)
+    check_unsupported(body, model, _UNSUPPORTED, UnsupportedParameter)
     temperature = body.get("temperature")
     if isinstance(temperature, (int, float)) and not 0 <= temperature <= 1:
         raise UnsupportedParameter("temperature", model, f"Anthropic accepts 0 to 1, got {temperature}")
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text", "json_object"):
-        raise UnsupportedParameter("response_format", model, f"type '{fmt.get('type')}' cannot be translated; "
-                                   "use 'json_object' or a tool with the schema")
 
 
 def to_upstream(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
@@ -245,27 +231,8 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
     """
     model = str(body.get("model") or upstream_model)
     _check_supported(body, model)
-    system: list[str] = []
-    messages: list[dict[str, Any]] = []
-    for i, message in enumerate(body.get("messages") or []):
-        where = f"messages[{i}]"
-        role = message.get("role")
-        if role in ("system", "developer"):
-            system.extend(_texts(message.get("content"), f"{where}.content"))
-        elif role == "user":
-            _append(messages, "user", _user_blocks(message.get("content"), f"{where}.content", model))
-        elif role == "assistant":
-            _append(messages, "assistant", _assistant_blocks(message, where, model))
-        elif role == "tool":
-            _append(messages, "user", [_tool_result(message, where)])
-        else:
-            raise UnsupportedParameter(f"{where}.role", model, f"role '{role}' cannot be translated")
-    if not messages:
-        raise UnsupportedParameter("messages", model, "Anthropic needs at least one user or assistant message with "
-                                                      "content besides system messages")
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        system.append(JSON_OBJECT_INSTRUCTION)
+    system, messages = to_turns(body, model, user=_user_blocks, assistant=_assistant_blocks,
+                                tool_result=_tool_result, unsupported=UnsupportedParameter, api="Anthropic")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
     out: dict[str, Any] = {"model": upstream_model, "max_tokens": max_tokens}
     if system:
@@ -295,15 +262,15 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
 
 def from_upstream(resp: Mapping[str, Any], *, model: str, created: int | None = None) -> dict[str, Any]:
     """An Anthropic message as an OpenAI `chat.completion` answering for the public `model` id."""
-    texts: list[str] = []
+    pieces: list[str] = []
     calls: list[dict[str, Any]] = []
     for block in resp.get("content") or []:
         if block.get("type") == "text":
-            texts.append(block.get("text") or "")
+            pieces.append(block.get("text") or "")
         elif block.get("type") == "tool_use":
             calls.append({"id": block.get("id"), "type": "function",
                           "function": {"name": block.get("name"), "arguments": _arguments(block.get("input"))}})
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(pieces) if pieces or not calls else None,
                                "refusal": None, "annotations": []}
     if calls:
         message["tool_calls"] = calls
@@ -437,3 +404,46 @@ def error_to_openai(status: int, body: bytes) -> dict[str, Any]:
                              str(error.get("message") or f"upstream returned HTTP {status}"))
     return _openai_error(ERROR_TYPES_BY_STATUS.get(status, "api_error" if status >= 500 else "invalid_request_error"),
                          f"upstream returned HTTP {status}")
+
+
+# --------------------------------------------------------------------------- the proxy's dialect
+
+
+class _AnthropicStream:
+    def __init__(self, model: str) -> None:
+        self._translator = StreamTranslator(model=model, include_usage=True, created=int(time.time()))
+
+    def events(self, buffer: bytearray) -> list[bytes]:
+        out: list[bytes] = []
+        for raw in wire.split_events(buffer):
+            parsed = parse_event(raw)
+            if parsed is None:
+                continue
+            out.extend(sse_event(chunk) for chunk in self._translator.feed(*parsed))  # StreamError is StreamBroken
+            if self._translator.done:
+                out.append(wire.DONE)
+        return out
+
+    def close(self) -> list[bytes]:
+        return []
+
+
+class AnthropicDialect:
+    """Anthropic Messages API (`/v1/messages`, `x-api-key`, named SSE events)."""
+
+    def request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
+        try:
+            translated = to_upstream(body, upstream_model)
+        except TranslationError as exc:
+            raise invalid_request(exc) from None
+        return UpstreamCall(f"{target.base_url}/messages", request_headers(target.api_key.reveal()),
+                            codec.encode(translated))
+
+    def response(self, raw: bytes, *, model: str) -> bytes:
+        return codec.encode(from_upstream(_DECODER.decode(raw), model=model))
+
+    def stream(self, *, model: str) -> StreamDecoder:
+        return _AnthropicStream(model)
+
+    def error(self, status: int, raw: bytes) -> tuple[int, dict[str, Any]]:
+        return openai_status(status), error_to_openai(status, raw)

@@ -1,25 +1,41 @@
-"""AWS Bedrock Converse / ConverseStream <-> OpenAI chat completions: pure translations, errors and SigV4 signing."""
+"""AWS Bedrock Converse / ConverseStream <-> OpenAI chat completions: translations, errors, SigV4 signing, and the
+BedrockDialect the proxy calls them through."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import msgspec
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from yarl import URL
 
+from proto import codec
+from services.proxy import openai_wire as wire
 from services.proxy.adapters import errors
+from services.proxy.adapters.base import StreamDecoder, UpstreamCall, invalid_request, sse_event
+from services.proxy.adapters.errors import StreamBroken, upstream_bad_response
+from services.proxy.adapters.eventstream import EventStreamDecoder, EventStreamError
 from services.proxy.adapters.errors import TranslationError
-from services.proxy.adapters.shared import JSON_OBJECT_INSTRUCTION, texts
-from services.proxy.adapters.shared import append_turn as _append
+from services.proxy.adapters.shared import (
+    check_unsupported,
+    function_tools,
+    nonblank,
+    texts,
+    to_turns,
+    tool_call_id,
+    tool_calls,
+)
 from services.proxy.adapters.shared import tool_arguments as _arguments
+
+if TYPE_CHECKING:
+    from services.proxy.providers import Target
 
 SIGNING_NAME = "bedrock"
 """SigV4 service name: the endpoint is `bedrock-runtime.{region}.amazonaws.com`, the signing scope `bedrock`."""
@@ -76,10 +92,6 @@ class UnsupportedParameter(errors.UnsupportedParameter):
 # --------------------------------------------------------------------------- OpenAI request -> Converse
 
 
-def _texts(content: object, where: str) -> list[str]:
-    return texts(content, where, drop_blank=True)  # Converse rejects blank text blocks
-
-
 def model_path(upstream_model: str, *, stream: bool) -> str:
     """`model/{id}/converse[-stream]` with the id percent-encoded as one path segment, as boto3 does."""
     return f"model/{quote(upstream_model, safe='')}/{'converse-stream' if stream else 'converse'}"
@@ -104,13 +116,13 @@ def _data_url(url: object, where: str, formats: Mapping[str, str], model: str) -
 
 def _user_blocks(content: object, where: str, model: str) -> list[dict[str, Any]]:
     if not isinstance(content, list):
-        return [{"text": t} for t in _texts(content, where)]
+        return [{"text": t} for t in texts(content, where)]
     blocks: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         at = f"{where}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            if isinstance(part.get("text"), str) and part["text"].strip():
+            if nonblank(part.get("text")):
                 blocks.append({"text": part["text"]})
         elif kind == "image_url":
             image = part.get("image_url")
@@ -127,33 +139,17 @@ def _user_blocks(content: object, where: str, model: str) -> list[dict[str, Any]
 
 
 def _assistant_blocks(message: Mapping[str, Any], where: str, model: str) -> list[dict[str, Any]]:
-    if message.get("function_call") is not None:
-        raise UnsupportedParameter(f"{where}.function_call", model, "use tool_calls")
-    blocks: list[dict[str, Any]] = [{"text": t} for t in _texts(message.get("content"), f"{where}.content")]
-    for j, call in enumerate(message.get("tool_calls") or []):
-        at = f"{where}.tool_calls[{j}]"
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or not isinstance(call.get("id"), str):
-            raise TranslationError(f"'{at}' must have an id and a function", param=at)
-        try:
-            arguments = json.loads(function.get("arguments") or "{}")
-        except json.JSONDecodeError:
-            arguments = None
-        if not isinstance(arguments, dict):
-            raise TranslationError(f"'{at}.function.arguments' must be a JSON object",
-                                   param=f"{at}.function.arguments")
-        blocks.append({"toolUse": {"toolUseId": tool_use_id(call["id"]), "name": function.get("name"),
-                                   "input": arguments}})
+    blocks: list[dict[str, Any]] = [{"text": t} for t in texts(message.get("content"), f"{where}.content")]
+    for call in tool_calls(message, where, model, UnsupportedParameter):
+        blocks.append({"toolUse": {"toolUseId": tool_use_id(call.id), "name": call.name, "input": call.arguments}})
     return blocks
 
 
 def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
-    call_id = message.get("tool_call_id")
-    if not isinstance(call_id, str):
-        raise TranslationError(f"'{where}.tool_call_id' is required", param=f"{where}.tool_call_id")
+    call_id = tool_call_id(message, where)
     content = message.get("content")
-    text = content if isinstance(content, str) else "".join(_texts(content, f"{where}.content"))
-    blocks = [{"text": text}] if text.strip() else []  # Bedrock rejects blank text, even in a tool result
+    text = content if isinstance(content, str) else "".join(texts(content, f"{where}.content"))
+    blocks = [{"text": text}] if nonblank(text) else []  # Bedrock rejects blank text, even in a tool result
     return {"toolResult": {"toolUseId": tool_use_id(call_id), "content": blocks, "status": "success"}}
 
 
@@ -162,17 +158,12 @@ def _tool_config(body: Mapping[str, Any], messages: list[dict[str, Any]], model:
     tools = body.get("tools")
     if not tools:
         return None
-    if not isinstance(tools, list):
-        raise TranslationError("'tools' must be an array", param="tools")
     specs = []
-    for j, tool in enumerate(tools):
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or tool.get("type", "function") != "function":
-            raise UnsupportedParameter(f"tools[{j}].type", model, "only function tools can be translated")
-        spec: dict[str, Any] = {"name": function.get("name")}
-        if function.get("description"):
-            spec["description"] = function["description"]
-        spec["inputSchema"] = {"json": function.get("parameters") or {"type": "object", "properties": {}}}
+    for tool in function_tools(tools, model, UnsupportedParameter):
+        spec: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            spec["description"] = tool.description
+        spec["inputSchema"] = {"json": tool.parameters}
         specs.append({"toolSpec": spec})
     config: dict[str, Any] = {"tools": specs}
     choice = body.get("tool_choice")
@@ -197,17 +188,11 @@ def _tool_config(body: Mapping[str, Any], messages: list[dict[str, Any]], model:
 
 
 def _check_supported(body: Mapping[str, Any], model: str) -> None:
-    for param, neutral in _UNSUPPORTED.items():
-        if param in body and body[param] not in neutral:
-            raise UnsupportedParameter(param, model)
+    check_unsupported(body, model, _UNSUPPORTED, UnsupportedParameter)
     for param in ("temperature", "top_p"):
         value = body.get(param)
         if isinstance(value, (int, float)) and not 0 <= value <= 1:
             raise UnsupportedParameter(param, model, f"Bedrock accepts 0 to 1, got {value}")
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text", "json_object"):
-        raise UnsupportedParameter("response_format", model, f"type '{fmt.get('type')}' cannot be translated; "
-                                   "use 'json_object' or a tool with the schema")
 
 
 def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict[str, Any]]:
@@ -218,27 +203,8 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict
     """
     model = str(body.get("model") or upstream_model)
     _check_supported(body, model)
-    system: list[str] = []
-    messages: list[dict[str, Any]] = []
-    for i, message in enumerate(body.get("messages") or []):
-        where = f"messages[{i}]"
-        role = message.get("role") if isinstance(message, dict) else None
-        if role in ("system", "developer"):
-            system.extend(_texts(message.get("content"), f"{where}.content"))
-        elif role == "user":
-            _append(messages, "user", _user_blocks(message.get("content"), f"{where}.content", model))
-        elif role == "assistant":
-            _append(messages, "assistant", _assistant_blocks(message, where, model))
-        elif role == "tool":
-            _append(messages, "user", [_tool_result(message, where)])
-        else:
-            raise UnsupportedParameter(f"{where}.role", model, f"role '{role}' cannot be translated")
-    if not messages:
-        raise UnsupportedParameter("messages", model, "Converse needs at least one user or assistant message with "
-                                                      "content besides system messages")
-    fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        system.append(JSON_OBJECT_INSTRUCTION)
+    system, messages = to_turns(body, model, user=_user_blocks, assistant=_assistant_blocks,
+                                tool_result=_tool_result, unsupported=UnsupportedParameter, api="Converse")
     out: dict[str, Any] = {"messages": messages}
     if system:
         out["system"] = [{"text": t} for t in system]
@@ -294,17 +260,17 @@ def completion_id() -> str:
 def from_upstream(resp: Mapping[str, Any], *, model: str, created: int | None = None,
                   response_id: str | None = None) -> dict[str, Any]:
     """A Converse response as an OpenAI `chat.completion` answering for the public `model` id."""
-    texts: list[str] = []
+    pieces: list[str] = []
     calls: list[dict[str, Any]] = []
     message = ((resp.get("output") or {}).get("message") or {})
     for block in message.get("content") or []:
         if isinstance(block.get("text"), str):
-            texts.append(block["text"])
+            pieces.append(block["text"])
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
             calls.append({"id": use.get("toolUseId"), "type": "function",
                           "function": {"name": use.get("name"), "arguments": _arguments(use.get("input"))}})
-    answer: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
+    answer: dict[str, Any] = {"role": "assistant", "content": "".join(pieces) if pieces or not calls else None,
                               "refusal": None, "annotations": []}
     if calls:
         answer["tool_calls"] = calls
@@ -427,3 +393,83 @@ def sign(method: str, url: str, headers: Mapping[str, str], body: bytes, *, acce
     request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
     SigV4Auth(Credentials(access_key, secret_key, session_token), SIGNING_NAME, region).add_auth(request)
     return {name: value.decode() if isinstance(value, bytes) else str(value) for name, value in request.headers.items()}
+
+
+# --------------------------------------------------------------------------- the proxy's dialect
+
+
+class _BedrockStream:
+    """The binary event stream of ConverseStream in, OpenAI SSE events out."""
+
+    def __init__(self, model: str) -> None:
+        self._frames = EventStreamDecoder()
+        self._translator = StreamTranslator(model=model, include_usage=True, created=int(time.time()))
+
+    def events(self, buffer: bytearray) -> list[bytes]:
+        data = bytes(buffer)
+        buffer.clear()
+        try:
+            frames = self._frames.feed(data)
+        except EventStreamError as exc:
+            raise upstream_bad_response(f"the Bedrock event stream is corrupt: {exc}") from None
+        out: list[bytes] = []
+        for headers, payload in frames:
+            kind = headers.get(":message-type")
+            if kind == "exception":
+                name = str(headers.get(":exception-type") or "")
+                raise StreamBroken(error_to_openai(0, payload, name)) from None
+            if kind == "error":
+                message = str(headers.get(":error-message") or headers.get(":error-code") or "stream error")
+                raise upstream_bad_response(f"Bedrock stream error: {message}")
+            try:
+                decoded = _DECODER.decode(payload) if payload else {}
+            except msgspec.DecodeError:
+                raise upstream_bad_response("Bedrock sent an event whose payload is not JSON") from None
+            chunks = self._translator.feed(str(headers.get(":event-type") or ""), decoded)
+            out.extend(sse_event(chunk) for chunk in chunks)
+            if self._translator.done:
+                out.append(wire.DONE)
+        return out
+
+    def close(self) -> list[bytes]:
+        # messageStop came but the metadata event (usage) did not: the answer is whole, the usage is estimated.
+        return [wire.DONE] if self._translator.finished and not self._translator.done else []
+
+
+class BedrockDialect:
+    """AWS Bedrock Converse API (`/model/{id}/converse[-stream]`), signed with SigV4 for service `bedrock`.
+
+    The Target's api_key is the access key id; the secret, region and optional session token come from here.
+    The region in a `bedrock-runtime.{region}.amazonaws.com` base URL wins over `region`, so the signature's
+    scope always matches the endpoint called.
+    """
+
+    def __init__(self, *, secret_key: str, region: str, session_token: str | None = None) -> None:
+        self._secret_key = secret_key
+        self._region = region
+        self._session_token = session_token or None
+
+    def request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
+        try:
+            path, translated = to_upstream(body, upstream_model)
+        except TranslationError as exc:
+            raise invalid_request(exc) from None
+        # aiohttp sends a str URL as yarl re-quotes it (`%3A` -> `:`): sign exactly that form, since the
+        # path's encoding is part of the canonical request AWS recomputes.
+        url = str(URL(f"{target.base_url}/{path}"))
+        payload = codec.encode(translated)
+        headers = sign("POST", url, {"Content-Type": "application/json"}, payload,
+                       access_key=target.api_key.reveal(), secret_key=self._secret_key,
+                       region=region_of(url) or self._region, session_token=self._session_token)
+        return UpstreamCall(url, headers, payload)
+
+    def response(self, raw: bytes, *, model: str) -> bytes:
+        return codec.encode(from_upstream(_DECODER.decode(raw), model=model))
+
+    def stream(self, *, model: str) -> StreamDecoder:
+        return _BedrockStream(model)
+
+    def error(self, status: int, raw: bytes, headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        """`headers` (optional) lets the `x-amzn-ErrorType` header name the exception; else the status does."""
+        error_type = (headers or {}).get("x-amzn-ErrorType") or (headers or {}).get("x-amzn-errortype")
+        return openai_status(status, error_type), error_to_openai(status, raw, error_type)

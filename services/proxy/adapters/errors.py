@@ -1,10 +1,18 @@
-"""Errors shared by the provider adapters: a request that cannot be expressed in a provider's format.
+"""Errors shared by the provider adapters: a request a provider's format cannot express, and a provider's error
+inside an already started stream.
 
     TranslationError (ValueError; .message, .param)   → the proxy answers 400 naming `param`
-    └── UnsupportedParameter (.model)                  → 400 `unsupported_parameter`
+    └── UnsupportedParameter (.model; .api names the provider in the message)
+        ├── bedrock.UnsupportedParameter                (api "AWS Bedrock")
+        └── gemini.UnsupportedParameter                 (api "Google Gemini")
+    StreamBroken (Exception; .body = an OpenAI error body) → the proxy ends the stream with that error
+    ├── anthropic.StreamError (.error_type, .status)    an Anthropic `error` event
+    └── gemini.StreamError                              an error object in a Gemini stream
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class TranslationError(ValueError):
@@ -26,3 +34,17 @@ class UnsupportedParameter(TranslationError):
         super().__init__(f"'{param}' is not supported by model '{model}'{where}" + (f": {detail}" if detail else ""),
                          param=param)
         self.model = model
+
+
+class StreamBroken(Exception):
+    """The provider reported an error inside an already started stream; `body` is that error as OpenAI's."""
+
+    def __init__(self, body: dict[str, Any], description: str | None = None) -> None:
+        super().__init__(description or body["error"]["message"])
+        self.body = body
+
+
+def upstream_bad_response(message: str) -> StreamBroken:
+    """A stream the proxy cannot read any further (corrupt framing, a payload that is not JSON)."""
+    return StreamBroken({"error": {"message": message, "type": "server_error", "param": None,
+                                   "code": "upstream_bad_response"}})

@@ -1,10 +1,25 @@
-"""AWS event-stream binary framing (`application/vnd.amazon.eventstream`): an incremental decoder and an encoder."""
+"""AWS event-stream binary framing (`application/vnd.amazon.eventstream`): the incremental decoder of ConverseStream.
+
+Why not botocore's `botocore.eventstream.EventStreamBuffer` (botocore is a dependency already): on the streaming
+hot path this decoder is several times faster. Decoding one realistic 200-event ConverseStream (41 kB, three
+string headers per frame; best of 5x50 runs, Python 3.11, on a shared 2-core box, so read the ratios):
+
+    delivery                      this decoder    EventStreamBuffer
+    one frame per read            0.7-1.0 ms      2.6-4.3 ms
+    1400-byte reads               0.4-1.6 ms      3.6-5.5 ms
+    the whole stream in one read  0.4-1.0 ms      3.1-4.8 ms
+
+(before the header cache below this decoder took 1.7-1.9 ms, botocore's 2.6-4.7 ms). Most of the time is
+parsing headers, and a stream repeats a handful of header sections (one per event type), so each decoder keeps
+the sections it has parsed. tests/unit/test_adapter_eventstream.py checks that this decoder returns exactly
+what EventStreamBuffer returns for the same bytes, split anywhere.
+"""
 
 from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 PRELUDE_LENGTH = 12
 """total length (uint32) + headers length (uint32) + prelude CRC32 (uint32), all big-endian."""
@@ -18,7 +33,7 @@ HeaderValue = bool | int | bytes | str
 Message = tuple[dict[str, HeaderValue], bytes]
 """One decoded message: its headers and its payload."""
 
-_STRING = 7
+_KNOWN_HEADER_SECTIONS = 64
 
 
 class EventStreamError(ValueError):
@@ -101,6 +116,17 @@ class EventStreamDecoder:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._known: dict[bytes, dict[str, HeaderValue]] = {}
+
+    def _headers(self, raw: bytes) -> dict[str, HeaderValue]:
+        """Decoded headers, remembered by their bytes: a stream repeats a few header sections (one per
+        event type), and parsing them is most of the decoding time."""
+        known = self._known.get(raw)
+        if known is None:
+            known = decode_headers(raw)
+            if len(self._known) < _KNOWN_HEADER_SECTIONS:
+                self._known[raw] = known
+        return dict(known)
 
     @property
     def pending(self) -> int:
@@ -130,25 +156,5 @@ class EventStreamDecoder:
                 raise EventStreamError(f"message checksum mismatch: expected 0x{message_crc:08x}, "
                                        f"computed 0x{computed:08x}")
             headers_end = PRELUDE_LENGTH + headers_length
-            messages.append((decode_headers(frame[PRELUDE_LENGTH:headers_end]), frame[headers_end : total - 4]))
+            messages.append((self._headers(frame[PRELUDE_LENGTH:headers_end]), frame[headers_end : total - 4]))
         return messages
-
-
-def encode_headers(headers: Mapping[str, str]) -> bytes:
-    """String headers (value type 7) in the order given."""
-    out = bytearray()
-    for name, value in headers.items():
-        raw_name, raw_value = name.encode("utf-8"), value.encode("utf-8")
-        if len(raw_name) > 255 or len(raw_value) > 0xFFFF:
-            raise ValueError(f"header {name!r} is too long for the event-stream format")
-        out += struct.pack("!B", len(raw_name)) + raw_name + struct.pack("!BH", _STRING, len(raw_value)) + raw_value
-    return bytes(out)
-
-
-def encode_message(headers: Mapping[str, str], payload: bytes) -> bytes:
-    """One event-stream message: prelude, prelude CRC, string headers, payload, message CRC."""
-    encoded = encode_headers(headers)
-    total = MIN_MESSAGE_LENGTH + len(encoded) + len(payload)
-    prelude = struct.pack("!II", total, len(encoded))
-    body = prelude + struct.pack("!I", zlib.crc32(prelude)) + encoded + payload
-    return body + struct.pack("!I", zlib.crc32(body))

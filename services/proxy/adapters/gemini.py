@@ -1,4 +1,5 @@
-"""Google Gemini `generateContent` / `streamGenerateContent?alt=sse` / embeddings ↔ OpenAI: pure translations."""
+"""Google Gemini `generateContent` / `streamGenerateContent?alt=sse` / embeddings ↔ OpenAI: translations, and the
+GeminiDialect the proxy calls them through."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+from proto import codec
+from services.proxy import openai_wire as wire
+from services.proxy.adapters import errors
+from services.proxy.adapters.base import StreamDecoder, UpstreamCall, invalid_request, sse_event
+
+if TYPE_CHECKING:
+    from services.proxy.providers import Target
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder()
@@ -43,21 +52,14 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;b
 _AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
 
-class UnsupportedParameter(ValueError):
+class UnsupportedParameter(errors.UnsupportedParameter):
     """A request field Gemini cannot honour; the proxy answers 400 naming `param` and `model`."""
 
-    def __init__(self, param: str, model: str, message: str | None = None) -> None:
-        self.param = param
-        self.model = model
-        super().__init__(message or f"'{param}' is not supported by model '{model}' (Google Gemini).")
+    api = "Google Gemini"
 
 
-class StreamError(RuntimeError):
+class StreamError(errors.StreamBroken):
     """Gemini sent an error object inside the event stream; `body` is the OpenAI-shaped error."""
-
-    def __init__(self, body: dict[str, Any]) -> None:
-        self.body = body
-        super().__init__(body["error"]["message"])
 
 
 # --------------------------------------------------------------------------- request
@@ -95,8 +97,8 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict
             name = message.get("name") if role == "function" else call_names.get(message.get("tool_call_id", ""))
             if not isinstance(name, str):
                 raise UnsupportedParameter(f"messages[{i}].tool_call_id", model,
-                                           f"messages[{i}].tool_call_id does not match a tool call of an earlier "
-                                           "assistant message; Gemini needs the function name of every result.")
+                                           "it matches no tool call of an earlier assistant message, and Gemini "
+                                           "needs the function name of every result")
             part = {"functionResponse": {"name": name, "response": _function_response(message.get("content"))}}
             previous = contents[-1] if contents else None
             if previous and previous["role"] == "user" and all("functionResponse" in p for p in previous["parts"]):
@@ -107,7 +109,7 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict
             raise UnsupportedParameter(f"messages[{i}].role", model)
     if not contents:
         raise UnsupportedParameter("messages", model, "Gemini needs at least one user or assistant message "
-                                                      "besides system messages.")
+                                                      "besides system messages")
     request: dict[str, Any] = {"contents": contents}
     if system_parts:
         request["systemInstruction"] = {"parts": system_parts}
@@ -166,8 +168,8 @@ def _texts(content: object, param: str, model: str) -> list[str]:
 def _blob(url: object, param: str, model: str) -> dict[str, Any]:
     match = _DATA_URL.match(url) if isinstance(url, str) else None
     if match is None:
-        raise UnsupportedParameter(param, model, f"'{param}' must be a data: URL (base64) for model '{model}'; "
-                                                 "Gemini cannot fetch remote URLs.")
+        raise UnsupportedParameter(param, model, "only data: URLs (base64) can be sent; Gemini cannot fetch "
+                                                 "remote URLs")
     data = match["data"] if match["b64"] else base64.b64encode(urllib.parse.unquote_to_bytes(match["data"])).decode()
     return {"inlineData": {"mimeType": match["mime"] or "application/octet-stream", "data": data}}
 
@@ -218,7 +220,7 @@ def _assistant_parts(
             args = None
         if not isinstance(args, dict):
             raise UnsupportedParameter(f"messages[{i}].tool_calls[{j}].function.arguments", model,
-                                       "Gemini needs tool call arguments that are a JSON object.")
+                                       "Gemini needs tool call arguments that are a JSON object")
         if call.get("id"):
             call_names[call["id"]] = function["name"]
         part: dict[str, Any] = {"functionCall": {"name": function["name"], "args": args}}
@@ -311,8 +313,7 @@ def _tools(body: Mapping[str, Any], model: str) -> tuple[list[dict[str, Any]], d
     declarations = []
     for i, tool in enumerate(body.get("tools") or []):
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            raise UnsupportedParameter(f"tools[{i}]", model, f"'tools[{i}]': only function tools are supported by "
-                                                             f"model '{model}' (Google Gemini).")
+            raise UnsupportedParameter(f"tools[{i}]", model, "only function tools can be translated")
         declarations.append(_declaration(tool.get("function"), f"tools[{i}].function", model))
     for i, function in enumerate(body.get("functions") or []):
         declarations.append(_declaration(function, f"functions[{i}]", model))
@@ -575,8 +576,8 @@ def embeddings_to_upstream(body: Mapping[str, Any], upstream_model: str) -> tupl
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-        raise UnsupportedParameter("input", upstream_model, f"'input' must be a string or an array of strings for "
-                                                            f"model '{upstream_model}'; Gemini takes no token arrays.")
+        raise UnsupportedParameter("input", upstream_model, "'input' must be a string or an array of strings; "
+                                                            "Gemini takes no token arrays")
     for name, value in body.items():
         if name not in ("model", "input", "dimensions", "encoding_format", "user") and value is not None:
             raise UnsupportedParameter(name, upstream_model)
@@ -616,3 +617,47 @@ def embeddings_from_upstream(
     tokens = sum(estimate_tokens(t) for t in inputs) if estimated else int(reported)  # type: ignore[arg-type]
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return {"object": "list", "data": data, "model": model, "usage": usage}, estimated
+
+
+# --------------------------------------------------------------------------- the proxy's dialect
+
+
+class _GeminiStream:
+    def __init__(self, model: str) -> None:
+        self._translator = StreamTranslator(model=model, include_usage=True, created=int(time.time()))
+        self._finished = False
+
+    def events(self, buffer: bytearray) -> list[bytes]:
+        out: list[bytes] = []
+        for data in split_sse_data(buffer):
+            chunks = self._translator.feed(data)  # StreamError is a StreamBroken
+            self._finished = self._finished or any(c.get("finishReason") for c in data.get("candidates") or [])
+            out.extend(sse_event(chunk) for chunk in chunks)
+        return out
+
+    def close(self) -> list[bytes]:
+        if not self._finished:
+            return []
+        return [*(sse_event(chunk) for chunk in self._translator.finish()), wire.DONE]
+
+
+class GeminiDialect:
+    """Google Gemini `generateContent` / `streamGenerateContent?alt=sse` (`x-goog-api-key`)."""
+
+    def request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
+        try:
+            path, translated = to_upstream(body, upstream_model)
+        except errors.TranslationError as exc:
+            raise invalid_request(exc) from None
+        return UpstreamCall(f"{target.base_url}/{path}",
+                            {"x-goog-api-key": target.api_key.reveal(), "Content-Type": "application/json"},
+                            codec.encode(translated))
+
+    def response(self, raw: bytes, *, model: str) -> bytes:
+        return codec.encode(from_upstream(_DECODER.decode(raw), model=model))
+
+    def stream(self, *, model: str) -> StreamDecoder:
+        return _GeminiStream(model)
+
+    def error(self, status: int, raw: bytes) -> tuple[int, dict[str, Any]]:
+        return status, error_to_openai(status, raw)
