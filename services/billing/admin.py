@@ -18,10 +18,9 @@ from proto import codec
 from proto.billing import KeyLimits, KeySettings, Period
 from services.billing import errors
 from services.billing.ledger import Ledger
-from services.billing.limits import period_start_ms
+from services.billing.overview import key_view, org_view
 from services.billing.service import Billing
 from services.billing.settings import Settings
-from services.billing.state import KeyState, OrgState
 from services.billing.validate import KeyPatch, OrgPatch
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
@@ -63,79 +62,6 @@ class CreateKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     secret: str | None = None
 
 
-class OrgView(msgspec.Struct, frozen=True):
-    """An organization's wallet and its own settings (which every key of the org inherits, see KeyView)."""
-
-    id: str
-    name: str
-    created_ms: int
-    balance_usd: Decimal
-    reserved_usd: Decimal
-    available_usd: Decimal
-    topped_up_usd: Decimal
-    adjusted_usd: Decimal
-    spent_usd: Decimal
-    keys: int
-    archive_payloads: bool
-    dlp_policy: str
-
-
-class KeyView(msgspec.Struct, frozen=True):
-    """A key as the admin sees it: never its secret nor its digest.
-
-    `archive_payloads` and `dlp_policy` are the key's own; `effective` merges in its organization's settings
-    and is what the proxy applies (so an org that archives makes every key's `effective.archive_payloads` true).
-    """
-
-    id: str
-    organization_id: str
-    name: str
-    created_ms: int
-    enabled: bool
-    revoked: bool
-    revoked_ms: int | None
-    max_spend_usd: Decimal | None
-    period: Period
-    rate_limit_rpm: int | None
-    token_limit_tpm: int | None
-    archive_payloads: bool
-    dlp_policy: str
-    spent_usd: Decimal
-    period_spent_usd: Decimal
-    period_start_ms: int | None
-    budget_remaining_usd: Decimal | None
-    reserved_usd: Decimal
-    requests: int
-    tokens: int
-    effective: KeySettings
-
-
-def org_view(ledger: Ledger, org: OrgState, keys: int | None = None) -> OrgView:
-    reserved = ledger.reserved_usd(org_id=org.id)
-    if keys is None:
-        keys = sum(1 for key in ledger.state.keys.values() if key.organization_id == org.id)
-    return OrgView(id=org.id, name=org.name, created_ms=org.created_ms, balance_usd=org.balance_usd,
-                   reserved_usd=reserved, available_usd=org.balance_usd - reserved, topped_up_usd=org.topped_up_usd,
-                   adjusted_usd=org.adjusted_usd, spent_usd=org.spent_usd, keys=keys,
-                   archive_payloads=org.settings.archive_payloads, dlp_policy=org.settings.dlp_policy)
-
-
-def key_view(ledger: Ledger, key: KeyState, now_ms: int) -> KeyView:
-    limits, settings = key.limits, key.settings
-    period_spent = key.period_spend(limits.period, now_ms)
-    reserved = ledger.reserved_usd(key_id=key.id)
-    remaining = None if limits.max_spend_usd is None else max(limits.max_spend_usd - period_spent - reserved,
-                                                               Decimal(0))
-    return KeyView(id=key.id, organization_id=key.organization_id, name=key.name, created_ms=key.created_ms,
-                   enabled=key.enabled, revoked=key.revoked_ms is not None, revoked_ms=key.revoked_ms,
-                   max_spend_usd=limits.max_spend_usd, period=limits.period, rate_limit_rpm=limits.rate_limit_rpm,
-                   token_limit_tpm=limits.token_limit_tpm, archive_payloads=settings.archive_payloads,
-                   dlp_policy=settings.dlp_policy, spent_usd=key.spent_usd, period_spent_usd=period_spent,
-                   period_start_ms=period_start_ms(limits.period, now_ms), budget_remaining_usd=remaining,
-                   reserved_usd=reserved, requests=key.requests, tokens=key.tokens,
-                   effective=ledger.settings_for(key))
-
-
 async def _body(request: web.Request, kind: type[T], *, empty_ok: bool = False) -> T:
     raw = await request.read()
     if not raw.strip() and empty_ok:
@@ -160,7 +86,6 @@ def _now_ms() -> int:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 
 def make_app(settings: Settings, billing: Billing, nc: Client) -> web.Application:
