@@ -30,6 +30,7 @@ from services.tracer.pull import Puller
 from services.tracer.rows import QueryError
 from services.tracer.settings import Settings
 from services.tracer.store import TraceStore, error_detail
+from services.tracer.suspects import Suspects, minutes_of
 
 log = get_logger()
 _STOP_CHECK_S = 0.5  # how often an idle consumer looks at the stop flag
@@ -56,7 +57,7 @@ class Tracer:
         # Tests drive store_events on a Tracer built without settings: the defaults of Settings then.
         delay_s, window_s, ttl_days = ((settings.reconcile_delay_s, settings.reconcile_suspect_s, settings.ttl_days)
                                        if settings is not None else (60.0, 120.0, 90))
-        self.suspects = reconcile.Suspects(delay_s=delay_s, window_s=window_s)
+        self.suspects = Suspects(delay_s=delay_s, window_s=window_s)
         self.reconciler = reconcile.Reconciler(store, self.metrics, self.suspects, ttl_days=ttl_days)
         self._recover_at: float | None = 0.0  # when to run the startup scan (again); None once it succeeded
 
@@ -221,7 +222,7 @@ class Tracer:
         if redelivered and batch:
             stored = await self._store.existing_ids([(e.organization_id, e.timestamp_ms, e.request_id)
                                                      for e in batch])
-            self.suspects.mark(reconcile.minutes_of(batch), time.monotonic())
+            self.suspects.mark(minutes_of(batch), time.monotonic())
             batch = [e for e in batch if e.request_id not in stored]
         if batch:
             try:
@@ -229,12 +230,12 @@ class Tracer:
                                          dedup_token=rows.dedup_token(e.request_id for e in batch))
             except Exception:
                 now = time.monotonic()
-                self.suspects.mark(reconcile.minutes_of(batch), now)
+                self.suspects.mark(minutes_of(batch), now)
                 self.suspects.open_window(now)
                 raise
             now = time.monotonic()
             if self.suspects.in_window(now):
-                self.suspects.mark(reconcile.minutes_of(batch), now)
+                self.suspects.mark(minutes_of(batch), now)
         self.metrics.reconcile_pending.set(len(self.suspects))
         return len(batch)
 

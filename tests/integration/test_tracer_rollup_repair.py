@@ -18,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from proto import subjects
 from proto.trace import TraceEvent, UsageQuery
 from services.common.settings import Secret
-from services.tracer import reconcile, rows
+from services.tracer import drift, reconcile, rollup_sql, rows, suspects
 from services.tracer.service import Tracer
 from services.tracer.settings import Settings
 from services.tracer.store import TraceStore
@@ -137,7 +137,7 @@ def assert_exact(h: Harness) -> None:
 def wait_applied(h: Harness, timeout: float = 30.0) -> None:
     """Wait until ClickHouse has applied every queued DELETE (mutation) of the rollups."""
     deadline = time.monotonic() + timeout
-    while h.sql(reconcile.PENDING_MUTATIONS_SQL, {"tables": list(reconcile.ROLLUP_TABLES)})[0][0]:
+    while h.sql(rollup_sql.PENDING_MUTATIONS_SQL, {"tables": list(rollup_sql.ROLLUP_TABLES)})[0][0]:
         assert time.monotonic() < deadline, "a rollup mutation was not applied"
         time.sleep(0.05)
 
@@ -187,8 +187,8 @@ def test_one_round_makes_every_rollup_exact_and_leaves_correct_buckets_alone(har
     # stored and mark their minutes; org_fine's minutes are marked too (a suspect window), but are right
     for batch in (halves[150:], doubled[100:220], hourless[100:]):
         assert h.run(h.tracer.store_events(batch, redelivered=True)) == 0
-    h.tracer.suspects.mark(reconcile.minutes_of(fine), time.monotonic())
-    suspect = reconcile.minutes_of(halves[150:] + doubled[100:220] + hourless[100:] + fine)
+    h.tracer.suspects.mark(suspects.minutes_of(fine), time.monotonic())
+    suspect = suspects.minutes_of(halves[150:] + doubled[100:220] + hourless[100:] + fine)
     assert len(h.tracer.suspects) == len(suspect)
     assert not h.tracer.suspects.due(time.monotonic())  # not before the delay (60 s by default)
 
@@ -200,12 +200,12 @@ def test_one_round_makes_every_rollup_exact_and_leaves_correct_buckets_alone(har
                          for table in ("usage_minute", "usage_hour", "usage_day")}
     assert_exact(h)
     assert recording.organizations_written() == {"org_doubled", "org_half", "org_hourless"}  # org_fine untouched
-    drifted_minutes = len(reconcile.minutes_of(halves[150:] + doubled[100:220]))
+    drifted_minutes = len(suspects.minutes_of(halves[150:] + doubled[100:220]))
     assert h.repairs("minute") == drifted_minutes
-    drifted_hours = len(reconcile.coarser(reconcile.minutes_of(halves[150:] + doubled[100:220] + hourless[100:]),
+    drifted_hours = len(drift.coarser(suspects.minutes_of(halves[150:] + doubled[100:220] + hourless[100:]),
                                           3600))
     assert h.repairs("hour") == drifted_hours
-    drifted_days = len(reconcile.coarser(reconcile.minutes_of(halves[150:] + doubled[100:220] + hourless[100:]),
+    drifted_days = len(drift.coarser(suspects.minutes_of(halves[150:] + doubled[100:220] + hourless[100:]),
                                          86_400))
     assert drifted_days == 5  # org_doubled's replay is before midnight, the others straddle it
     assert h.repairs("day") == drifted_days
@@ -239,7 +239,7 @@ def test_merged_parts_and_repeated_rounds_stay_exact(harness: Harness) -> None:
     h.run(h.tracer.store_events(events[:250], redelivered=False))
     h.store_twice(events[:250])
     h.store_without(("usage_minute_mv",), events[250:])
-    everything = reconcile.minutes_of(events)
+    everything = suspects.minutes_of(events)
     assert h.run(h.tracer.reconciler.check(everything, wall_s=WALL_S))["minute"] == everything
     for table, _, _ in GRAINS:
         h.command(f"OPTIMIZE TABLE {table} FINAL")
@@ -258,7 +258,7 @@ def test_a_repair_is_not_dropped_as_a_duplicate_block(harness: Harness) -> None:
     h = harness
     events = spread("org_d", 50, minutes=1)
     h.run(h.tracer.store_events(events, redelivered=False))
-    minute = reconcile.minutes_of(events)
+    minute = suspects.minutes_of(events)
     for extra in range(3):
         h.store_twice(events[:10 + extra])  # another replay each time (another dedup token)
         assert h.run(h.tracer.reconciler.check(minute, wall_s=WALL_S))["minute"] == minute
@@ -274,7 +274,7 @@ def test_traces_in_the_last_second_of_a_minute_are_rebuilt_into_it(harness: Harn
     h.store_without(("usage_minute_mv", "usage_hour_mv", "usage_day_mv"), late)
     early = [event(100 + i, "org_e", edge + i) for i in range(5)]
     h.run(h.tracer.store_events(early, redelivered=False))
-    minutes = reconcile.minutes_of(late + early)
+    minutes = suspects.minutes_of(late + early)
     assert len(minutes) == 2
     h.run(h.tracer.reconciler.check(minutes, wall_s=WALL_S))
     wait_applied(h)
@@ -288,7 +288,7 @@ def test_buckets_older_than_the_trace_ttl_are_never_rebuilt(harness: Harness) ->
     h.run(h.tracer.store_events(events, redelivered=False))
     h.store_twice(events)
     late = WALL_S + 90 * 86_400  # the traces of that minute may be gone by now (TTL 90 days)
-    assert h.run(h.tracer.reconciler.check(reconcile.minutes_of(events), wall_s=late))["minute"] == set()
+    assert h.run(h.tracer.reconciler.check(suspects.minutes_of(events), wall_s=late))["minute"] == set()
     assert off_by(h)["usage_minute"] == {"org_old": 20}
 
 
@@ -303,10 +303,10 @@ def test_at_start_the_minutes_of_the_last_rows_ingested_are_suspect(harness: Har
     h.store_without(("usage_minute_mv", "usage_hour_mv", "usage_day_mv"), last)
     assert off_by(h)["usage_minute"] == {"org_s": -5, "org_t": -1}
     tracer = h.tracer
-    tracer.suspects = reconcile.Suspects(delay_s=0, window_s=0)
+    tracer.suspects = suspects.Suspects(delay_s=0, window_s=0)
     tracer.reconciler.suspects = tracer.suspects
     assert h.run(tracer.reconciler.recover(time.monotonic())) == (2, 0)
-    assert tracer.suspects.waiting() == reconcile.minutes_of(last)
+    assert tracer.suspects.waiting() == suspects.minutes_of(last)
     assert h.run(tracer.reconciler.round(time.monotonic(), wall_s=time.time())) == 2
     assert off_by(h)["usage_minute"] == {"org_s": 0, "org_t": 0}
     assert_exact(h)
@@ -320,20 +320,20 @@ def test_a_correction_cut_short_between_delete_and_insert_is_finished_by_the_nex
     h.run(h.tracer.store_events(events[:200], redelivered=False))
     h.store_twice(events[50:120])  # counted twice in every rollup
     h.store_without(("usage_minute_mv", "usage_hour_mv", "usage_day_mv"), events[200:])  # in traces only
-    minutes = reconcile.minutes_of(events[50:120] + events[200:])
+    minutes = suspects.minutes_of(events[50:120] + events[200:])
     total = f"SELECT sum(requests) FROM {table} WHERE organization_id = 'org_k'"
     before = h.sql(total)[0][0]
     assert before == 200 + 70  # 70 counted twice, 100 missing
     dying = reconcile.Reconciler(Recording(h.store, die_before=f"INSERT INTO {table} "),  # type: ignore[arg-type]
                                  h.tracer.metrics,
-                                 reconcile.Suspects(delay_s=0, window_s=0), ttl_days=3650)
+                                 suspects.Suspects(delay_s=0, window_s=0), ttl_days=3650)
     with pytest.raises(ConnectionError, match="killed"):
         h.run(dying.check(minutes, wall_s=WALL_S))
     assert len(h.sql("SELECT * FROM rollup_repairs FINAL WHERE done = 0")) == len(minutes)
     wait_applied(h)  # the DELETE's mutation outlives the process that queued it
     assert h.sql(total)[0][0] < before  # the DELETE ran, its INSERT did not: the rollup is short now
 
-    restarted = reconcile.Reconciler(h.store, h.tracer.metrics, reconcile.Suspects(delay_s=0, window_s=0),
+    restarted = reconcile.Reconciler(h.store, h.tracer.metrics, suspects.Suspects(delay_s=0, window_s=0),
                                      ttl_days=3650)
     recent, unfinished = h.run(restarted.recover(time.monotonic()))
     assert unfinished == len(minutes) and minutes <= restarted.suspects.waiting()

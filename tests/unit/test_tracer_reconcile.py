@@ -12,11 +12,12 @@ import pytest
 from proto import codec
 from proto.trace import TraceEvent
 from services.common.settings import SettingsError
-from services.tracer import reconcile, schema
+from services.tracer import drift, reconcile, rollup_sql, schema, suspects
 from services.tracer import settings as settings_module
 from services.tracer.batching import ack_info
 from services.tracer.metrics import TracerMetrics
-from services.tracer.reconcile import Drift, Suspects
+from services.tracer.drift import Drift
+from services.tracer.suspects import Suspects
 from services.tracer.service import Tracer
 
 MIN = 1_763_900_040  # a minute boundary (Unix seconds)
@@ -111,14 +112,14 @@ def trace(i: int, org: str, ts_ms: int) -> TraceEvent:
 def test_minutes_of_floors_each_trace_to_its_organization_and_minute() -> None:
     ms = MIN * 1000
     events = [trace(0, "a", ms), trace(1, "a", ms + 59_999), trace(2, "a", ms + 60_000), trace(3, "b", ms + 1)]
-    assert reconcile.minutes_of(events) == {("a", MIN), ("a", MIN + 60), ("b", MIN)}
+    assert suspects.minutes_of(events) == {("a", MIN), ("a", MIN + 60), ("b", MIN)}
 
 
 def test_coarser_buckets_and_spans() -> None:
     day = MIN - MIN % 86_400
-    assert reconcile.coarser([("a", MIN), ("a", MIN + 60), ("b", MIN)], 86_400) == {("a", day), ("b", day)}
+    assert drift.coarser([("a", MIN), ("a", MIN + 60), ("b", MIN)], 86_400) == {("a", day), ("b", day)}
     pairs = [("a", day + 3600 * 2 + 60), ("a", day + 60), ("b", day + 120), ("a", day + 3600 * 2)]
-    assert reconcile.spans(pairs, 3600) == [[("a", day + 60), ("b", day + 120)],
+    assert drift.spans(pairs, 3600) == [[("a", day + 60), ("b", day + 120)],
                                             [("a", day + 7200), ("a", day + 7260)]]
 
 
@@ -148,13 +149,13 @@ def test_the_rollup_column_constants_match_the_schema() -> None:
     assert _columns(schema.USAGE_MINUTE_SELECT) == ["minute", *ROLLUP_COLUMNS]
     assert f"quantilesState({schema.LATENCY_QUANTILES})" in schema.USAGE_MINUTE_SELECT
     assert schema.USAGE_MINUTE_GROUP == f"GROUP BY minute, {', '.join(schema.ROLLUP_KEYS)}"
-    assert _columns(reconcile.HOUR.rebuild) == ["hour", *ROLLUP_COLUMNS]
-    assert _columns(reconcile.DAY.rebuild) == ["day", *ROLLUP_COLUMNS]
+    assert _columns(rollup_sql.HOUR.rebuild) == ["hour", *ROLLUP_COLUMNS]
+    assert _columns(rollup_sql.DAY.rebuild) == ["day", *ROLLUP_COLUMNS]
 
 
 def test_the_minute_rebuild_is_the_materialized_views_own_select_over_traces_final() -> None:
-    sql, params = reconcile.insert_sql(reconcile.MINUTE, [("org_b", MIN + 60), ("org_a", MIN)])
-    assert sql.startswith(f"INSERT INTO usage_minute ({reconcile.MINUTE.columns}) {schema.USAGE_MINUTE_SELECT} "
+    sql, params = rollup_sql.insert_sql(rollup_sql.MINUTE, [("org_b", MIN + 60), ("org_a", MIN)])
+    assert sql.startswith(f"INSERT INTO usage_minute ({rollup_sql.MINUTE.columns}) {schema.USAGE_MINUTE_SELECT} "
                           "FROM traces FINAL WHERE ")
     assert sql.endswith(schema.USAGE_MINUTE_GROUP)
     assert "ts >= toDateTime64({lo:Int64}, 3, 'UTC') AND ts < toDateTime64({hi:Int64}, 3, 'UTC')" in sql
@@ -162,9 +163,9 @@ def test_the_minute_rebuild_is_the_materialized_views_own_select_over_traces_fin
                       "pairs": [("org_a", MIN), ("org_b", MIN + 60)]}
 
 
-@pytest.mark.parametrize("grain, source", [(reconcile.HOUR, "FROM usage_minute"), (reconcile.DAY, "FROM usage_hour")])
-def test_hours_and_days_are_rebuilt_from_the_finer_rollup(grain: reconcile.Grain, source: str) -> None:
-    sql, params = reconcile.insert_sql(grain, [("org_a", MIN - MIN % grain.width_s)])
+@pytest.mark.parametrize("grain, source", [(rollup_sql.HOUR, "FROM usage_minute"), (rollup_sql.DAY, "FROM usage_hour")])
+def test_hours_and_days_are_rebuilt_from_the_finer_rollup(grain: rollup_sql.Grain, source: str) -> None:
+    sql, params = rollup_sql.insert_sql(grain, [("org_a", MIN - MIN % grain.width_s)])
     assert sql.startswith(f"INSERT INTO {grain.table} ({grain.columns}) SELECT ") and source in sql
     assert f"quantilesMergeState({schema.LATENCY_QUANTILES})(latency_ms) AS latency_ms" in sql
     assert params["hi"] - params["lo"] == grain.width_s
@@ -181,33 +182,33 @@ def test_rebuilds_name_the_rollups_columns_in_table_order() -> None:
                if sql.lstrip().startswith(f"CREATE TABLE IF NOT EXISTS {table} ")}
     created |= {table: _table_columns(schema._rollup_table(table, column))
                 for table, column in (("usage_hour", "hour"), ("usage_day", "day"))}
-    for grain in reconcile.GRAINS:
+    for grain in rollup_sql.GRAINS:
         assert grain.columns.split(", ") == created[grain.table]
-        sql, _ = reconcile.insert_sql(grain, [("o", MIN - MIN % grain.width_s)])
+        sql, _ = rollup_sql.insert_sql(grain, [("o", MIN - MIN % grain.width_s)])
         assert sql.startswith(f"INSERT INTO {grain.table} ({grain.columns}) SELECT")
 
 
 def test_the_journal_statements() -> None:
-    sql, params = reconcile.journal_sql([B, A], done=False, version=7)
+    sql, params = rollup_sql.journal_sql([B, A], done=False, version=7)
     assert sql.startswith("INSERT INTO rollup_repairs (organization_id, minute, version, done) SELECT ")
     assert params == {"pairs": [A, B], "version": 7, "done": 0}
-    assert reconcile.journal_sql([A], done=True, version=8)[1]["done"] == 1
+    assert rollup_sql.journal_sql([A], done=True, version=8)[1]["done"] == 1
     journal = next(sql for version, sql in schema.MIGRATIONS if version == 12)
     assert isinstance(journal, str) and "ReplacingMergeTree(version)" in journal
     assert _table_columns(journal) == ["organization_id", "minute", "version", "done", "written_at"]
-    assert "FROM rollup_repairs FINAL WHERE done = 0" in reconcile.UNFINISHED_SQL
+    assert "FROM rollup_repairs FINAL WHERE done = 0" in rollup_sql.UNFINISHED_SQL
 
 
 def test_organization_ids_only_ever_travel_as_parameters() -> None:
     hostile = "x' OR 1=1 --"
-    for grain in reconcile.GRAINS:
-        for build in (reconcile.delete_sql, reconcile.insert_sql, reconcile.source_sums_sql,
-                      reconcile.rollup_sums_sql):
+    for grain in rollup_sql.GRAINS:
+        for build in (rollup_sql.delete_sql, rollup_sql.insert_sql, rollup_sql.source_sums_sql,
+                      rollup_sql.rollup_sums_sql):
             sql, params = build(grain, [(hostile, MIN - MIN % grain.width_s)])
             assert hostile not in sql and params["orgs"] == [hostile]
-    delete, _ = reconcile.delete_sql(reconcile.MINUTE, [A])
+    delete, _ = rollup_sql.delete_sql(rollup_sql.MINUTE, [A])
     assert delete.startswith("DELETE FROM usage_minute WHERE organization_id IN {orgs:Array(String)}")
-    assert reconcile.INSERT_SETTINGS == {"insert_deduplicate": 0}
+    assert rollup_sql.INSERT_SETTINGS == {"insert_deduplicate": 0}
 
 
 # ------------------------------------------------------------------------------------------ comparison
@@ -218,20 +219,20 @@ def _rows(bucket: int, org: str, *groups: tuple[str, int, str]) -> list[tuple[An
 
 
 def test_a_bucket_drifts_when_any_group_or_sum_differs() -> None:
-    source = reconcile.by_bucket(_rows(MIN, "org_a", ("k1", 3, "0.1"), ("k2", 1, "0.2"))
+    source = drift.by_bucket(_rows(MIN, "org_a", ("k1", 3, "0.1"), ("k2", 1, "0.2"))
                                  + _rows(MIN, "org_b", ("k1", 2, "0.3")) + _rows(MIN + 60, "org_b", ("k1", 1, "1")))
-    same = reconcile.by_bucket(_rows(MIN, "org_a", ("k2", 1, "0.20"), ("k1", 3, "0.1000"))  # Decimal scale aside
+    same = drift.by_bucket(_rows(MIN, "org_a", ("k2", 1, "0.20"), ("k1", 3, "0.1000"))  # Decimal scale aside
                                + _rows(MIN + 60, "org_b", ("k1", 1, "1")))
     pairs = [("org_a", MIN), ("org_b", MIN), ("org_b", MIN + 60)]
-    assert reconcile.drifts(pairs, source, same) == [Drift(("org_b", MIN), before=0, after=2)]
-    over = reconcile.by_bucket(_rows(MIN, "org_a", ("k1", 6, "0.2"), ("k2", 1, "0.2")))
-    assert reconcile.drifts([("org_a", MIN)], source, over) == [Drift(("org_a", MIN), before=7, after=4)]
-    cost_only = reconcile.by_bucket(_rows(MIN, "org_a", ("k1", 3, "0.1"), ("k2", 1, "0.21")))
-    assert reconcile.drifts([("org_a", MIN)], source, cost_only) == [Drift(("org_a", MIN), before=4, after=4)]
-    moved = reconcile.by_bucket(_rows(MIN, "org_a", ("k1", 4, "0.3")))  # same totals, other groups
-    assert reconcile.drifts([("org_a", MIN)], source, moved) == [Drift(("org_a", MIN), before=4, after=4)]
-    ghost = reconcile.by_bucket(_rows(MIN + 120, "org_a", ("k1", 1, "0.1")))  # in the rollup, not in the source
-    assert reconcile.drifts([("org_a", MIN + 120)], source, ghost) == [Drift(("org_a", MIN + 120), before=1, after=0)]
+    assert drift.drifts(pairs, source, same) == [Drift(("org_b", MIN), before=0, after=2)]
+    over = drift.by_bucket(_rows(MIN, "org_a", ("k1", 6, "0.2"), ("k2", 1, "0.2")))
+    assert drift.drifts([("org_a", MIN)], source, over) == [Drift(("org_a", MIN), before=7, after=4)]
+    cost_only = drift.by_bucket(_rows(MIN, "org_a", ("k1", 3, "0.1"), ("k2", 1, "0.21")))
+    assert drift.drifts([("org_a", MIN)], source, cost_only) == [Drift(("org_a", MIN), before=4, after=4)]
+    moved = drift.by_bucket(_rows(MIN, "org_a", ("k1", 4, "0.3")))  # same totals, other groups
+    assert drift.drifts([("org_a", MIN)], source, moved) == [Drift(("org_a", MIN), before=4, after=4)]
+    ghost = drift.by_bucket(_rows(MIN + 120, "org_a", ("k1", 1, "0.1")))  # in the rollup, not in the source
+    assert drift.drifts([("org_a", MIN + 120)], source, ghost) == [Drift(("org_a", MIN + 120), before=1, after=0)]
 
 
 # ------------------------------------------------------------------------------------------ when the tracer marks
@@ -351,8 +352,8 @@ class ScriptedStore:
     hold; every statement executed, in order; `crash_at`: the statement that raises (the process dies there)."""
 
     def __init__(self) -> None:
-        self.source: dict[str, list[tuple[Any, ...]]] = {grain.name: [] for grain in reconcile.GRAINS}
-        self.rollup: dict[str, list[tuple[Any, ...]]] = {grain.name: [] for grain in reconcile.GRAINS}
+        self.source: dict[str, list[tuple[Any, ...]]] = {grain.name: [] for grain in rollup_sql.GRAINS}
+        self.rollup: dict[str, list[tuple[Any, ...]]] = {grain.name: [] for grain in rollup_sql.GRAINS}
         self.recent: list[tuple[str, int]] = []
         self.unfinished: list[tuple[str, int]] = []
         self.statements: list[tuple[Any, ...]] = []
@@ -364,16 +365,16 @@ class ScriptedStore:
     async def select(self, sql: str, params: dict[str, Any]) -> tuple[list[str], list[tuple[Any, ...]]]:
         if self.down:
             raise ConnectionError("ClickHouse is not answering")
-        for grain in reconcile.GRAINS:
-            if sql == reconcile.source_sums_sql(grain, [A])[0]:
+        for grain in rollup_sql.GRAINS:
+            if sql == rollup_sql.source_sums_sql(grain, [A])[0]:
                 return [], self.source[grain.name]
-            if sql == reconcile.rollup_sums_sql(grain, [A])[0]:
+            if sql == rollup_sql.rollup_sums_sql(grain, [A])[0]:
                 return [], self.rollup[grain.name]
-        if sql == reconcile.RECENT_SQL:
+        if sql == rollup_sql.RECENT_SQL:
             return [], list(self.recent)
-        if sql == reconcile.UNFINISHED_SQL:
+        if sql == rollup_sql.UNFINISHED_SQL:
             return [], list(self.unfinished)
-        if sql == reconcile.PENDING_MUTATIONS_SQL:
+        if sql == rollup_sql.PENDING_MUTATIONS_SQL:
             pending = [table for table in self.mutations if table in params["tables"]]
             if not self.stuck:
                 self.mutations.clear()  # applied by the time anybody looks again
@@ -383,11 +384,11 @@ class ScriptedStore:
     async def execute(self, sql: str, params: dict[str, Any], *, settings: dict[str, Any] | None = None) -> None:
         if sql.startswith("INSERT INTO rollup_repairs"):
             step: tuple[Any, ...] = ("close" if params["done"] else "open", tuple(params["pairs"]))
-            assert settings == reconcile.INSERT_SETTINGS
+            assert settings == rollup_sql.INSERT_SETTINGS
         else:
             verb, _, table = sql.split(" ")[:3]
             step = (verb.lower(), table, tuple(params["pairs"]))
-            assert settings == (reconcile.DELETE_SETTINGS if verb == "DELETE" else reconcile.INSERT_SETTINGS)
+            assert settings == (rollup_sql.DELETE_SETTINGS if verb == "DELETE" else rollup_sql.INSERT_SETTINGS)
         if step == self.crash_at:
             raise ConnectionError("killed")
         if step[0] == "delete":
