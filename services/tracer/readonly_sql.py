@@ -40,7 +40,8 @@ EXPLAIN_KINDS = frozenset({"AST", "SYNTAX", "QUERY", "TREE", "PLAN", "PIPELINE",
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"0[xX][0-9A-Fa-f]+|0[bB][01]+|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_PARAMETER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:\s*(?:[A-Za-z0-9_(), ]|'[A-Za-z0-9_/+\-: ]*')+\}")
+# {name:Type}, written as the driver recognises it (no space around the name): it then binds the value in the engine
+_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):(?:[A-Za-z0-9_(), ]|'[A-Za-z0-9_/+\-: ]*')+\}")
 _OPERATORS = ("::", "->", "||", "!=", "<>", "<=", ">=", "==", "(", ")", "[", "]", ",", ".", ";", ":", "+", "-", "*",
               "/", "%", "=", "<", ">", "?")
 _SPACE = " \t\n\r\f\v"
@@ -83,7 +84,7 @@ def check(text: str, parameter_names: frozenset[str] | set[str] = frozenset()) -
     if first.text.upper() == "EXPLAIN":
         _check_explain(tokens)
     _check_words(tokens)
-    placeholders = frozenset(t.text[1:].split(":", 1)[0].strip() for t in tokens if t.kind == "parameter")
+    placeholders = frozenset(t.text[1:].split(":", 1)[0] for t in tokens if t.kind == "parameter")
     unknown = sorted(set(parameter_names) - placeholders)
     if unknown:
         raise RefusedQuery(f"parameter {unknown[0]!r} has no {{{unknown[0]}:Type}} placeholder in the query: "

@@ -124,6 +124,8 @@ REFUSED = [
     ("SELECT \\N", "'\\\\\\\\'"),
     ("SELECT {'a': 1}", "'\\{' may only open a query parameter"),
     ("SELECT {x:String) UNION ALL SELECT file(1}", "'\\{' may only open a query parameter"),
+    ("SELECT { x :String}", "'\\{' may only open a query parameter"),
+    ("SELECT {x:String'}", "'\\{' may only open a query parameter"),
     ("SELECT 1INTO OUTFILE 'x'", "cannot read the number"),
     ("SELECT 1_000", "cannot read the number"),
     ("SELECT ‘x’", "not accepted outside quotes"),
