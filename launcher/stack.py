@@ -25,8 +25,10 @@ _PORT_VARS = {"emulator": "EMULATOR_PORT", "tracer": "TRACER_PORT", "router": "R
 # The rules `default_rules` writes for the bundled catalog (tests that edit the rules file put them back).
 DEFAULT_RULES = HEADER + f'default_model = "{PREFERRED_MODEL}"\n'
 _READY_FD_VAR = "PROXY_READY_FD"  # the proxy writes a byte to this pipe once all its workers serve
-_PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY",
-                      "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "AWS_ACCESS_KEY_ID")
+# The bundled catalog's provider credentials (the bench blanks them for a stack on the emulator alone);
+# `emulator = "auto"` looks at the catalog in use instead.
+_PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_ACCESS_KEY_ID",
+                      "GEMINI_API_KEY", "DEEPSEEK_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY", "TOGETHER_API_KEY")
 
 
 def _workers(env: dict[str, str]) -> int:
@@ -106,7 +108,8 @@ class Stack:
     def _emulator_wanted(self) -> bool:
         mode = self.config.emulator
         if mode == "auto":
-            return not any(os.environ.get(var) or self.config.extra_env.get(var) for var in _PROVIDER_KEY_VARS)
+            variables = {provider.api_key_env for provider in self.catalog().providers.values()}
+            return not any(os.environ.get(var) or self.config.extra_env.get(var) for var in variables)
         return mode == "on"
 
     def _env(self, child: Child) -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 from catalog import loader
 from catalog.schema import Catalog
 from launcher.rules import default_rules, demo_model, written_by_launcher
-from launcher.stack import DEFAULT_RULES, Stack, StackConfig
+from launcher.stack import _PROVIDER_KEY_VARS, DEFAULT_RULES, Stack, StackConfig
 from services.router import rules
 
 BUNDLED = loader.DEFAULT_PATH.read_text(encoding="utf-8")
@@ -86,3 +86,17 @@ def test_stack_names_a_broken_catalog(tmp_path: Path) -> None:
     stack = _stack(tmp_path, "as_of = 1\n")
     with pytest.raises(RuntimeError, match="ROUTEUR_CATALOG: .*models.toml"):
         stack._write_rules()
+
+
+def test_provider_key_variables_are_the_bundled_catalogs() -> None:
+    assert set(_PROVIDER_KEY_VARS) == {provider.api_key_env for provider in loader.load().providers.values()}
+
+
+def test_auto_emulator_looks_at_the_catalog_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key named only by the catalog in use (not the bundled one) means a real provider: no emulator."""
+    for variable in _PROVIDER_KEY_VARS:
+        monkeypatch.delenv(variable, raising=False)
+    stack = _stack(tmp_path, BUNDLED.replace('api_key_env = "GROQ_API_KEY"', 'api_key_env = "MY_GROQ_KEY"'))
+    assert stack._emulator_wanted()
+    stack.config.extra_env["MY_GROQ_KEY"] = "gsk-test"
+    assert not stack._emulator_wanted()
