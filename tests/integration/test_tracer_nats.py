@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -19,7 +20,7 @@ from proto import codec, subjects
 from proto.trace import (REPLY_BAD_QUERY, REPLY_FAILED, LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply, UsageQuery,
                          UsageReply)
 from services.common.settings import Secret
-from services.tracer.service import Tracer
+from services.tracer.service import Tracer, make_app
 from services.tracer.settings import Settings
 from services.tracer.store import TraceStore
 from tests.integration.tracer_bus import Bus, running_bus, until
@@ -220,7 +221,52 @@ async def test_a_store_that_fails_makes_inserts_unhealthy_and_replies_say_failed
                                        (subjects.TRACER_USAGE, UsageQuery(), UsageReply)):
             reply = codec.decode((await bus_.nc.request(subject, codec.encode(message), timeout=5)).data, kind)
             assert reply.code == REPLY_FAILED and "unavailable" in reply.error  # type: ignore[attr-defined]
+        async with TestClient(TestServer(make_app(_settings(bus_.server.url), failing, dead, bus_.nc))) as http:
+            ready = await http.get("/readyz")
+            detail = await ready.json()
+            assert ready.status == 503 and detail["ready"] is False and detail["inserting"] is False, detail
+            assert detail["nats"] is True and detail["failed_inserts_in_a_row"] >= 3, detail
+            admin = {"Authorization": "Bearer t"}
+            # refused before the engine: the answer is the gate's, although no engine answers
+            refused = await http.post("/v1/sql", json={"query": "INSERT INTO traces VALUES (1)"}, headers=admin)
+            assert refused.status == 400 and (await refused.json())["error"]["code"] == "read_only_sql"
+            tried = await http.post("/v1/sql", json={"query": "SELECT 1"}, headers=admin)
+            assert tried.status == 400 and (await tried.json())["error"]["code"] == "query_failed"
     finally:
         await failing.stop()
         await dead.close()
     assert await bus_.unacked() == 5  # nothing acked: the traces wait in the stream for a working store
+
+
+async def test_inserts_that_keep_failing_turn_readiness_off_until_one_succeeds(bus_: Bus) -> None:
+    # ClickHouse answers (a ping works) but refuses every insert: what a wedged ingest session looked like
+    await bus_.store.execute("ALTER TABLE traces ADD CONSTRAINT refuse_all CHECK request_id = 'never'", {})
+    running = Tracer(_settings(bus_.server.url), bus_.nc, bus_.js, bus_.store)
+    await running.start()
+    try:
+        for i in range(3):
+            await bus_.publish(_event(i, "org_a"))
+        async with TestClient(TestServer(make_app(_settings(bus_.server.url), running, bus_.store, bus_.nc))) as http:
+
+            async def readiness() -> tuple[int, dict[str, object]]:
+                response = await http.get("/readyz")
+                return response.status, await response.json()
+
+            async def not_ready() -> bool:
+                return (await readiness())[0] == 503
+
+            await until(not_ready, timeout=30)
+            _, detail = await readiness()
+            assert detail["clickhouse"] is True and detail["inserting"] is False, detail
+            assert "VIOLATED_CONSTRAINT" in str(detail["last_insert_error"]), detail
+            await bus_.store.execute("ALTER TABLE traces DROP CONSTRAINT refuse_all", {})
+
+            async def ready() -> bool:
+                return (await readiness())[0] == 200
+
+            await until(ready, timeout=30)
+            _, detail = await readiness()
+            assert detail["inserted"] == 3 and detail["last_insert_error"] is None, detail
+    finally:
+        await running.stop()
+    assert await bus_.count() == 3
