@@ -17,7 +17,6 @@ from nats.aio.client import Client
 from proto import codec
 from proto.billing import KeyLimits, KeySettings, Period
 from services.billing import errors
-from services.billing.ledger import Ledger
 from services.billing.overview import key_view, org_view
 from services.billing.service import Billing
 from services.billing.settings import Settings
