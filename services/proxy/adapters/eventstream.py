@@ -5,9 +5,9 @@ hot path this decoder is several times faster. Decoding one realistic 200-event 
 string headers per frame; best of 5x50 runs, Python 3.11, on a shared 2-core box, so read the ratios):
 
     delivery                      this decoder    EventStreamBuffer
-    one frame per read            0.7-1.0 ms      2.6-4.3 ms
-    1400-byte reads               0.4-1.6 ms      3.6-5.5 ms
-    the whole stream in one read  0.4-1.0 ms      3.1-4.8 ms
+    one frame per read            0.5-1.0 ms      2.6-5.4 ms
+    1400-byte reads               0.4-1.6 ms      2.8-5.5 ms
+    the whole stream in one read  0.4-1.0 ms      2.9-4.8 ms
 
 (before the header cache below this decoder took 1.7-1.9 ms, botocore's 2.6-4.7 ms). Most of the time is
 parsing headers, and a stream repeats a handful of header sections (one per event type), so each decoder keeps

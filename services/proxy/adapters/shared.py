@@ -42,7 +42,7 @@ class FunctionTool(NamedTuple):
 
 def nonblank(text: object) -> bool:
     """A string with something besides whitespace in it (the only text either API accepts in a block)."""
-    return isinstance(text, str) and not text.isspace() and text != ""
+    return isinstance(text, str) and text != "" and not text.isspace()
 
 
 def texts(content: object, where: str) -> list[str]:
