@@ -14,19 +14,15 @@ from services.proxy.adapters.anthropic import (
     TranslationError,
     UnsupportedParameter,
 )
+from services.proxy.adapters.shared import tool_arguments as _arguments
 
 _STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
          "content_filter": "refusal"}
 """OpenAI finish_reason -> Anthropic stop_reason."""
 
 
-
 def _text_block(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
-
-
-def _arguments(value: object) -> str:
-    return json.dumps(value if value is not None else {}, ensure_ascii=False, separators=(",", ":"))
 
 
 def check_request(body: object) -> dict[str, Any]:
