@@ -3,6 +3,8 @@ tracer's ingest (a refused INSERT used to leave the shared ClickHouse session re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openai
 import pytest
 
@@ -23,7 +25,6 @@ REFUSED = (
     "OPTIMIZE TABLE rollup_repairs",
     "SYSTEM FLUSH LOGS",
     "SELECT 1; DROP TABLE IF EXISTS sql_guard_probe",
-    "SELECT 1 INTO OUTFILE 'sql_guard_probe.tsv'",
     "SELECT 1 SETTINGS readonly = 0",
     "SELECT * FROM file('/etc/hostname', 'LineAsString')",
     "/* a comment first */ INSERT INTO rollup_repairs (organization_id, minute, version, done) "
@@ -44,8 +45,10 @@ def test_read_only_statements_are_answered(stack: Stack, query: str) -> None:
     assert body["columns"]
 
 
-def test_write_statements_are_refused_and_traces_keep_being_stored(stack: Stack) -> None:
-    answered = {query: _post(stack, query) for query in REFUSED}
+def test_write_statements_are_refused_and_traces_keep_being_stored(stack: Stack, tmp_path: Path) -> None:
+    outfile = tmp_path / "sql_guard_probe.tsv"
+    statements = (*REFUSED, f"SELECT 1 INTO OUTFILE '{outfile}'")  # read-only mode alone let this one write
+    answered = {query: _post(stack, query) for query in statements}
     # Whatever the endpoint answered, the next request's trace must be stored as usual.
     client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=stack.secrets["ROUTEUR_API_KEY"],
                            max_retries=0)
@@ -61,3 +64,4 @@ def test_write_statements_are_refused_and_traces_keep_being_stored(stack: Stack)
         error = body.get("error")
         assert status == 400 and isinstance(error, dict), (query, body)
         assert (error["type"], error["code"]) == ("invalid_request_error", "read_only_sql"), (query, body)
+    assert not outfile.exists()
