@@ -35,12 +35,6 @@ BILLING_AUTH = "routeur.billing.auth"
 ARCHIVER_LINK = "routeur.archiver.link"  # proto.payload.PayloadLinkRequest -> PayloadLinkReply
 ARCHIVER_FETCH = "routeur.archiver.fetch"  # proto.payload.PayloadFetchRequest -> PayloadFetchReply
 BILLING_KEYS = "routeur.billing.keys"  # proto.billing.KeysQuery -> KeysReply (dashboard Keys page)
-PING_PREFIX = "routeur.ping"
-
-
-def ping_subject(service: str) -> str:
-    """The subject a service answers liveness pings on."""
-    return f"{PING_PREFIX}.{service}"
 
 
 class StreamSpec(msgspec.Struct, frozen=True):

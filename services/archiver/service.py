@@ -77,7 +77,7 @@ class Archiver:
         return self._consumer is not None and not self._consumer.done()
 
     async def start(self) -> None:
-        """Bind the durable consumer, answer link/fetch/ping requests, start consuming and sweeping."""
+        """Bind the durable consumer, answer link/fetch requests, start consuming and sweeping."""
         await self._js.add_consumer(subjects.PAYLOAD_STREAM, config=ConsumerConfig(
             name=subjects.PAYLOAD_CONSUMER, durable_name=subjects.PAYLOAD_CONSUMER,
             filter_subject=subjects.PAYLOAD_SUBJECT, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
@@ -86,7 +86,6 @@ class Archiver:
                                                         stream=subjects.PAYLOAD_STREAM)
         self._subs.append(await self._nc.subscribe(subjects.ARCHIVER_LINK, queue=QUEUE_GROUP, cb=self._on_link))
         self._subs.append(await self._nc.subscribe(subjects.ARCHIVER_FETCH, queue=QUEUE_GROUP, cb=self._on_fetch))
-        self._subs.append(await self._nc.subscribe(subjects.ping_subject("archiver"), cb=self._on_ping))
         await self._set_lifecycle()
         self._consumer = asyncio.create_task(self._consume(self._pull), name="payload-consumer")
         if self._retention_days > 0:
@@ -186,9 +185,6 @@ class Archiver:
         task = asyncio.create_task(work)
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
-
-    async def _on_ping(self, msg: Msg) -> None:
-        await msg.respond(b"pong")
 
     async def _on_link(self, msg: Msg) -> None:
         self._spawn(self._answer_link(msg))

@@ -75,7 +75,6 @@ class Billing:
         self._subs.append(await self._nc.subscribe(subjects.BILLING_SETTLE_BATCH, cb=self._on_settle))
         self._subs.append(await self._nc.subscribe(subjects.BILLING_LEASE, cb=self._on_lease))
         self._subs.append(await self._nc.subscribe(subjects.BILLING_KEYS, cb=self._on_keys))
-        self._subs.append(await self._nc.subscribe(subjects.ping_subject("billing"), cb=self._on_ping))
         self._expiry = asyncio.create_task(self._expire_loop(), name="reservation-expiry")
 
     async def stop(self) -> None:
@@ -94,9 +93,6 @@ class Billing:
             expired = self.ledger.expire(time.time())
             if expired:
                 log.info("reservations_expired", count=expired)
-
-    async def _on_ping(self, msg: Msg) -> None:
-        await msg.respond(b"pong")
 
     async def _on_auth(self, msg: Msg) -> None:
         try:

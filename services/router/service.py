@@ -73,7 +73,6 @@ class Router:
         # same handler, for proxies from before batching during a rolling upgrade (drop it once none are left).
         self._subs.append(await self._nc.subscribe(subjects.ROUTER_ATTEMPTS_BATCH, cb=self._on_attempts))
         self._subs.append(await self._nc.subscribe(subjects.ROUTER_ATTEMPTS, cb=self._on_attempts))
-        self._subs.append(await self._nc.subscribe(subjects.ping_subject("router"), cb=self._on_ping))
         await self.publish()
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="router-publish"))
         if self._file is not None:
@@ -138,9 +137,6 @@ class Router:
     def _changed(self) -> None:
         self._dirty = True
         self._urgent.set()
-
-    async def _on_ping(self, msg: Msg) -> None:
-        await msg.respond(b"pong")
 
     async def _on_attempts(self, msg: Msg) -> None:
         """ROUTER_ATTEMPTS_BATCH (an AttemptBatch) or ROUTER_ATTEMPTS (one AttemptReport, older proxies).
