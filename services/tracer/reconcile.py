@@ -50,9 +50,24 @@ from datetime import UTC, datetime
 from services.common.logs import get_logger
 from services.tracer.drift import Drift, by_bucket, coarser, drifts, spans
 from services.tracer.metrics import TracerMetrics
-from services.tracer.rollup_sql import (DAY, DELETE_SETTINGS, GRAINS, HOUR, INSERT_SETTINGS, MINUTE,
-                                        PENDING_MUTATIONS_SQL, RECENT_SQL, ROLLUP_TABLES, UNFINISHED_SQL, Grain,
-                                        delete_sql, insert_sql, journal_sql, rollup_sums_sql, source_sums_sql)
+from services.tracer.rollup_sql import (
+    DAY,
+    DELETE_SETTINGS,
+    GRAINS,
+    HOUR,
+    INSERT_SETTINGS,
+    MINUTE,
+    PENDING_MUTATIONS_SQL,
+    RECENT_SQL,
+    ROLLUP_TABLES,
+    UNFINISHED_SQL,
+    Grain,
+    delete_sql,
+    insert_sql,
+    journal_sql,
+    rollup_sums_sql,
+    source_sums_sql,
+)
 from services.tracer.store import TraceStore
 from services.tracer.suspects import DAY_S, HOUR_S, Bucket, Suspects
 

@@ -17,8 +17,17 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from proto import codec, subjects
-from proto.trace import (REPLY_BAD_QUERY, REPLY_FAILED, LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply,
-                         UsageQuery, UsageReply)
+from proto.trace import (
+    REPLY_BAD_QUERY,
+    REPLY_FAILED,
+    LogsQuery,
+    LogsReply,
+    TraceEvent,
+    TraceQuery,
+    TraceReply,
+    UsageQuery,
+    UsageReply,
+)
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route

@@ -17,8 +17,17 @@ from nats.js.errors import NotFoundError
 
 from launcher.stack import Stack
 from proto import codec, subjects
-from proto.trace import (REPLY_BAD_QUERY, REPLY_FAILED, LogsQuery, LogsReply, TraceEvent, TraceQuery, TraceReply,
-                         UsageQuery, UsageReply)
+from proto.trace import (
+    REPLY_BAD_QUERY,
+    REPLY_FAILED,
+    LogsQuery,
+    LogsReply,
+    TraceEvent,
+    TraceQuery,
+    TraceReply,
+    UsageQuery,
+    UsageReply,
+)
 from services.common.settings import Secret
 from services.tracer.service import Tracer, make_app
 from services.tracer.settings import Settings

@@ -15,10 +15,10 @@ from services.common.settings import SettingsError
 from services.tracer import drift, reconcile, rollup_sql, schema, suspects
 from services.tracer import settings as settings_module
 from services.tracer.batching import ack_info
-from services.tracer.metrics import TracerMetrics
 from services.tracer.drift import Drift
-from services.tracer.suspects import Suspects
+from services.tracer.metrics import TracerMetrics
 from services.tracer.service import Tracer
+from services.tracer.suspects import Suspects
 
 MIN = 1_763_900_040  # a minute boundary (Unix seconds)
 A, B = ("org_a", MIN), ("org_b", MIN + 60)

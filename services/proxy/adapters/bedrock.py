@@ -20,9 +20,8 @@ from proto import codec
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import errors
 from services.proxy.adapters.base import StreamDecoder, UpstreamCall, invalid_request, sse_event
-from services.proxy.adapters.errors import StreamBroken, upstream_bad_response
+from services.proxy.adapters.errors import StreamBroken, TranslationError, upstream_bad_response
 from services.proxy.adapters.eventstream import EventStreamDecoder, EventStreamError
-from services.proxy.adapters.errors import TranslationError
 from services.proxy.adapters.shared import (
     check_unsupported,
     function_tools,
