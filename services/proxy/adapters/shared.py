@@ -53,12 +53,12 @@ def texts(content: object, where: str) -> list[str]:
         return [content] if nonblank(content) else []
     if not isinstance(content, list):
         raise TranslationError(f"'{where}' must be a string or an array of content parts", param=where)
-    out = []
+    out: list[str] = []
     for j, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
             raise TranslationError(f"'{where}[{j}]' must be a text part here", param=f"{where}[{j}]")
         text = part.get("text", part.get("refusal"))
-        if nonblank(text):
+        if isinstance(text, str) and nonblank(text):
             out.append(text)
     return out
 
