@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 
-from catalog.schema import Catalog
+from catalog.schema import SAMPLING_ANY, SAMPLING_ONE_OF, Catalog
 
 DEFAULT_PATH = Path(__file__).with_name("models.toml")
 
@@ -47,6 +47,10 @@ def _check(catalog: Catalog, source: str) -> None:
             raise CatalogError(f"{where}: kind must be 'chat' or 'embedding'")
         if not model.routes:
             raise CatalogError(f"{where}: needs at least one route")
+        if model.capabilities.sampling not in (SAMPLING_ANY, SAMPLING_ONE_OF):
+            raise CatalogError(f"{where}: capabilities.sampling must be {SAMPLING_ANY!r} or {SAMPLING_ONE_OF!r}")
+        if model.capabilities != type(model.capabilities)() and not model.capabilities.sources:
+            raise CatalogError(f"{where}: capabilities that differ from the defaults need their sources")
         for route in model.routes:
             if route.provider not in catalog.providers:
                 raise CatalogError(f"{where}: route names unknown provider {route.provider!r}")

@@ -29,6 +29,22 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return f"{self.provider}/{self.upstream_model}"
 
 
+SAMPLING_ANY = "any"
+SAMPLING_ONE_OF = "temperature_or_top_p"  # the model refuses `temperature` and `top_p` in the same request
+
+
+class Capabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Per-model rules the providers' request schemas cannot express. The adapters map parameters by them (a
+    parameter the model cannot take is a 400 naming it) and the emulator refuses what the real model refuses,
+    both reading this one table. Each rule that differs from the default cites its evidence in `sources`."""
+
+    sampling: str = SAMPLING_ANY  # SAMPLING_ANY | SAMPLING_ONE_OF
+    thinking_off: bool = True  # thinking can be switched off (Gemini `thinkingBudget: 0`); False: always thinks
+    tool_result_status: bool = False  # Bedrock Converse `toolResult.status` accepted (Claude 3/4, Nova)
+    forced_tool: bool = False  # Bedrock Converse `toolChoice.tool` accepted (Claude 3+, Nova)
+    sources: tuple[str, ...] = ()
+
+
 class Model(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     id: str
     family: str
@@ -36,6 +52,7 @@ class Model(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     routes: tuple[Route, ...]
     max_output_tokens: int = 16384
     kind: str = "chat"  # chat | embedding
+    capabilities: Capabilities = Capabilities()
 
 
 class Catalog(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -46,5 +63,12 @@ class Catalog(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def model(self, model_id: str) -> Model | None:
         for model in self.models:
             if model.id == model_id:
+                return model
+        return None
+
+    def model_for_upstream(self, provider: str, upstream_model: str) -> Model | None:
+        """The model a provider's own model id belongs to (what the emulator sees on the wire)."""
+        for model in self.models:
+            if any(r.provider == provider and r.upstream_model == upstream_model for r in model.routes):
                 return model
         return None

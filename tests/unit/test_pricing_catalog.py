@@ -71,7 +71,20 @@ def test_valid_text_parses() -> None:
     (('context_window = 1000', 'context_window = "big"'), r"Expected `int`"),
     (('family = "f"', 'family = "f"\ncolour = "red"'), "unknown field `colour`"),
     (('[[models]]', '[[models]'), "Expected"),
+    (('context_window = 1000', 'context_window = 1000\ncapabilities = { sampling = "some" }'),
+     "capabilities.sampling must be"),
+    (('context_window = 1000', 'context_window = 1000\ncapabilities = { thinking_off = false }'), "need their sources"),
+    (('context_window = 1000', 'context_window = 1000\ncapabilities = { top_k = false }'), "unknown field `top_k`"),
 ])
 def test_malformed_catalog_is_rejected_with_a_precise_message(mutation: tuple[str, str], message: str) -> None:
     with pytest.raises(loader.CatalogError, match=message):
         loader.parse(GOOD.replace(*mutation, 1), source="models.toml")
+
+
+def test_capabilities_parse_with_their_sources_and_are_found_by_upstream_id() -> None:
+    text = GOOD.replace("context_window = 1000", 'context_window = 1000\ncapabilities = { sampling = '
+                        '"temperature_or_top_p", sources = ["https://example.com/models"] }', 1)
+    catalog = loader.parse(text)
+    model = catalog.model_for_upstream("p", "u")
+    assert model is not None and model.capabilities.sampling == "temperature_or_top_p"
+    assert catalog.model_for_upstream("p", "m1") is None and catalog.model_for_upstream("q", "u") is None
