@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import msgspec
 
-from services.common.settings import SettingsError, env_int, env_str
+from catalog import loader
+from catalog.schema import Catalog
+from services.common.settings import SettingsError, env_bool, env_int, env_str
 from services.common.usage import Variable
 from services.emulator.faults import FaultPlan, decode_plans
 
@@ -17,6 +20,9 @@ VARIABLES = (
     Variable("EMULATOR_LATENCY_MS", "0", "delay before every answer"),
     Variable("EMULATOR_FAULTS", "", 'JSON: model id (or "*") -> fault plan, e.g. {"*": {"status": 503, '
              '"fail_times": 1}}'),
+    Variable("EMULATOR_VALIDATE", "True", "check every request against the providers' official schemas and the "
+             "catalog's model capabilities, answering what the provider would refuse with its own 400 (False = off)"),
+    Variable("ROUTEUR_CATALOG", "", "models TOML whose capabilities the emulator enforces (unset: the bundled one)"),
     Variable("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -31,6 +37,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     chunk_words: int = 3
     latency_ms: int = 0
     log_level: str = "INFO"
+    validate: bool = True
+    catalog: Catalog = msgspec.field(default_factory=loader.load)
 
 
 def load(environ: Mapping[str, str]) -> Settings:
@@ -52,6 +60,11 @@ def load(environ: Mapping[str, str]) -> Settings:
             'environment variable EMULATOR_FAULTS must be a JSON object mapping a model id (or "*") '
             f'to a fault plan such as {{"status": 503, "fail_times": 1}}: {exc}'
         ) from None
+    catalog_path = env_str(environ, "ROUTEUR_CATALOG", "")
+    try:
+        catalog = loader.load(Path(catalog_path) if catalog_path else None)
+    except loader.CatalogError as exc:
+        raise SettingsError(f"ROUTEUR_CATALOG: {exc}") from None
     return Settings(
         host=env_str(environ, "EMULATOR_HOST", "127.0.0.1"),
         port=port,
@@ -59,4 +72,6 @@ def load(environ: Mapping[str, str]) -> Settings:
         chunk_words=chunk_words,
         latency_ms=latency_ms,
         log_level=env_str(environ, "LOG_LEVEL", "INFO"),
+        validate=env_bool(environ, "EMULATOR_VALIDATE", True),
+        catalog=catalog,
     )
