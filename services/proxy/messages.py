@@ -57,15 +57,11 @@ def parse(raw: bytes) -> dict[str, Any]:
 
 
 def render(response: web.Response, call: Call) -> web.Response:
-    """The pipeline's OpenAI `chat.completion` reply as an Anthropic message (status and headers kept)."""
-    return _to_message(response, model=call.requested_model)
-
-
-def _to_message(response: web.Response, *, model: str) -> web.Response:
-    """The pipeline's OpenAI `chat.completion` reply as an Anthropic message (status and headers kept)."""
+    """The pipeline's OpenAI `chat.completion` reply as an Anthropic message naming the model the caller asked
+    for (status and headers kept)."""
     assert isinstance(response.body, bytes)
     completion = _decoder.decode(response.body)
-    message = inbound.response_from_openai(completion, model=model)
+    message = inbound.response_from_openai(completion, model=call.requested_model)
     if "routeur_trace" in completion:
         message["routeur_trace"] = completion["routeur_trace"]
     headers = {name: value for name, value in response.headers.items()
