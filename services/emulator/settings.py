@@ -11,6 +11,7 @@ from catalog import loader
 from catalog.schema import Catalog
 from services.common.settings import SettingsError, env_bool, env_int, env_str
 from services.common.usage import Variable
+from services.emulator import openapi_spec
 from services.emulator.faults import FaultPlan, decode_plans
 
 VARIABLES = (
@@ -22,6 +23,8 @@ VARIABLES = (
              '"fail_times": 1}}'),
     Variable("EMULATOR_VALIDATE", "True", "check every request against the providers' official schemas and the "
              "catalog's model capabilities, answering what the provider would refuse with its own 400 (False = off)"),
+    Variable("OPENAI_OPENAPI_SPEC", "", "OpenAI's OpenAPI description whose schemas validate OpenAI request "
+             "bodies, needed when EMULATOR_VALIDATE is on (unset: ../shared/specs/openai-openapi.yaml by the repo)"),
     Variable("ROUTEUR_CATALOG", "", "models TOML whose capabilities the emulator enforces (unset: the bundled one)"),
     Variable("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
@@ -39,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     validate: bool = True
     catalog: Catalog = msgspec.field(default_factory=loader.load)
+    openai_spec: str = msgspec.field(default_factory=lambda: str(openapi_spec.default_path()))
 
 
 def load(environ: Mapping[str, str]) -> Settings:
@@ -65,6 +69,12 @@ def load(environ: Mapping[str, str]) -> Settings:
         catalog = loader.load(Path(catalog_path) if catalog_path else None)
     except loader.CatalogError as exc:
         raise SettingsError(f"ROUTEUR_CATALOG: {exc}") from None
+    validate = env_bool(environ, "EMULATOR_VALIDATE", True)
+    openai_spec = env_str(environ, "OPENAI_OPENAPI_SPEC", "") or str(openapi_spec.default_path())
+    if validate and not Path(openai_spec).is_file():
+        raise SettingsError(f"OpenAI's OpenAPI description {openai_spec} does not exist: set OPENAI_OPENAPI_SPEC to "
+                            f"the path of {openapi_spec.SPEC_NAME} (github.com/openai/openai-openapi), or "
+                            "EMULATOR_VALIDATE=0 to serve without validating requests")
     return Settings(
         host=env_str(environ, "EMULATOR_HOST", "127.0.0.1"),
         port=port,
@@ -72,6 +82,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         chunk_words=chunk_words,
         latency_ms=latency_ms,
         log_level=env_str(environ, "LOG_LEVEL", "INFO"),
-        validate=env_bool(environ, "EMULATOR_VALIDATE", True),
+        validate=validate,
         catalog=catalog,
+        openai_spec=openai_spec,
     )
