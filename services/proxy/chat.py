@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -32,8 +32,8 @@ _INTERRUPTED = {"message": "the upstream stream ended before completion", "type"
                 "param": None, "code": "upstream_stream_interrupted"}
 
 
-def _upstream_failure(dialect: Dialect, status: int, raw: bytes) -> UpstreamError:
-    status, error = dialect.error(status, raw)
+def _upstream_failure(dialect: Dialect, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    status, error = dialect.error(status, raw, headers)
     return UpstreamError(error["error"]["message"], status=status, code=error["error"]["code"] or "upstream_error")
 
 
@@ -46,6 +46,7 @@ async def exchange(call: Call, upstream: Upstream, outbound: UpstreamCall, diale
         async with upstream.post(outbound) as response:
             raw = await response.read()
             status = response.status
+            headers = response.headers
     except TimeoutError:
         call.attempted(504, ATTEMPT_TIMEOUT)
         raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
@@ -56,7 +57,7 @@ async def exchange(call: Call, upstream: Upstream, outbound: UpstreamCall, diale
     call.upstream_answered(raw)
     call.attempted(status, None if status < 400 else ATTEMPT_HTTP_ERROR)
     if status >= 400:
-        raise _upstream_failure(dialect, status, raw)
+        raise _upstream_failure(dialect, status, raw, headers)
     return status, raw
 
 
@@ -71,7 +72,8 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
     route, model = call.route, call.model
     assert route is not None and model is not None
     dialect = dialect_for(target)
-    status, raw = await exchange(call, upstream, dialect.request(target, body, route.upstream_model), dialect)
+    outbound = dialect.request(target, body, route.upstream_model, capabilities=model.capabilities)
+    status, raw = await exchange(call, upstream, outbound, dialect)
     call.first_byte_sent(call.upstream_ended)
     try:
         raw = dialect.response(raw, model=model.id)
@@ -115,7 +117,7 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
     assert route is not None and model is not None
     caller_wants_usage = wire.wants_usage_chunk(body)
     dialect = dialect_for(target)
-    outbound = dialect.request(target, body, route.upstream_model)
+    outbound = dialect.request(target, body, route.upstream_model, capabilities=model.capabilities)
     call.attempt_started(outbound.body)
     try:
         context = upstream.post(outbound)
@@ -132,7 +134,7 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
             raw = await response.read()
             call.upstream_answered(raw)
             call.attempted(response.status, ATTEMPT_HTTP_ERROR)
-            raise _upstream_failure(dialect, response.status, raw)
+            raise _upstream_failure(dialect, response.status, raw, response.headers)
         out = open_stream(call, {
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "x-request-id": call.request_id, OVERHEAD_HEADER: call.overhead_header(time.perf_counter()),

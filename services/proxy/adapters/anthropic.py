@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from catalog.schema import Capabilities
 from proto import codec
 from services.proxy import openai_wire as wire
-from services.proxy.adapters.base import StreamDecoder, UpstreamCall, invalid_request, sse_event
+from services.proxy.adapters.base import DEFAULT_CAPABILITIES, StreamDecoder, UpstreamCall, invalid_request, sse_event
 from services.proxy.adapters.errors import StreamBroken, TranslationError, UnsupportedParameter
 from services.proxy.adapters.shared import (
     check_unsupported,
@@ -431,7 +432,8 @@ class _AnthropicStream:
 class AnthropicDialect:
     """Anthropic Messages API (`/v1/messages`, `x-api-key`, named SSE events)."""
 
-    def request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
+    def request(self, target: Target, body: dict[str, Any], upstream_model: str,
+                *, capabilities: Capabilities = DEFAULT_CAPABILITIES) -> UpstreamCall:
         try:
             translated = to_upstream(body, upstream_model)
         except TranslationError as exc:
@@ -445,5 +447,6 @@ class AnthropicDialect:
     def stream(self, *, model: str) -> StreamDecoder:
         return _AnthropicStream(model)
 
-    def error(self, status: int, raw: bytes) -> tuple[int, dict[str, Any]]:
+    def error(self, status: int, raw: bytes,
+              headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         return openai_status(status), error_to_openai(status, raw)

@@ -3,16 +3,21 @@ the provider's answer, stream and errors back into OpenAI's. Each provider modul
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from catalog.schema import Capabilities
 from proto import codec
 from services.proxy.adapters.errors import TranslationError
 from services.proxy.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from services.proxy.providers import Target
+
+DEFAULT_CAPABILITIES = Capabilities()
+"""What a model may take when nothing narrows it (a dialect's `capabilities` default)."""
 
 
 class UpstreamCall(msgspec.Struct, frozen=True):
@@ -34,8 +39,10 @@ class StreamDecoder(Protocol):
 
 
 class Dialect(Protocol):
-    def request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
-        """The provider call for an OpenAI chat-completions body; raises InvalidRequest for what cannot be sent."""
+    def request(self, target: Target, body: dict[str, Any], upstream_model: str,
+                *, capabilities: Capabilities = DEFAULT_CAPABILITIES) -> UpstreamCall:
+        """The provider call for an OpenAI chat-completions body, mapped by the catalog model's `capabilities`;
+        raises InvalidRequest for what cannot be sent."""
 
     def response(self, raw: bytes, *, model: str) -> bytes:
         """The provider's non-streamed answer as an OpenAI `chat.completion`, named `model`."""
@@ -43,8 +50,10 @@ class Dialect(Protocol):
     def stream(self, *, model: str) -> StreamDecoder:
         """A decoder for one streamed answer."""
 
-    def error(self, status: int, raw: bytes) -> tuple[int, dict[str, Any]]:
-        """(status the proxy answers with, OpenAI error body) for a provider's error response."""
+    def error(self, status: int, raw: bytes,
+              headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        """(status the proxy answers with, OpenAI error body) for a provider's error response and its headers
+        (Bedrock names the exception in `x-amzn-ErrorType`)."""
 
 
 def sse_event(chunk: dict[str, Any]) -> bytes:

@@ -16,10 +16,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from yarl import URL
 
+from catalog.schema import Capabilities
 from proto import codec
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import errors
-from services.proxy.adapters.base import StreamDecoder, UpstreamCall, invalid_request, sse_event
+from services.proxy.adapters.base import DEFAULT_CAPABILITIES, StreamDecoder, UpstreamCall, invalid_request, sse_event
 from services.proxy.adapters.errors import StreamBroken, TranslationError, upstream_bad_response
 from services.proxy.adapters.eventstream import EventStreamDecoder, EventStreamError
 from services.proxy.adapters.shared import (
@@ -448,7 +449,8 @@ class BedrockDialect:
         self._region = region
         self._session_token = session_token or None
 
-    def request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
+    def request(self, target: Target, body: dict[str, Any], upstream_model: str,
+                *, capabilities: Capabilities = DEFAULT_CAPABILITIES) -> UpstreamCall:
         try:
             path, translated = to_upstream(body, upstream_model)
         except TranslationError as exc:

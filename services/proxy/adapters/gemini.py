@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from catalog.schema import Capabilities
 from proto import codec
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import errors
-from services.proxy.adapters.base import StreamDecoder, UpstreamCall, invalid_request, sse_event
+from services.proxy.adapters.base import DEFAULT_CAPABILITIES, StreamDecoder, UpstreamCall, invalid_request, sse_event
 
 if TYPE_CHECKING:
     from services.proxy.providers import Target
@@ -644,7 +645,8 @@ class _GeminiStream:
 class GeminiDialect:
     """Google Gemini `generateContent` / `streamGenerateContent?alt=sse` (`x-goog-api-key`)."""
 
-    def request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
+    def request(self, target: Target, body: dict[str, Any], upstream_model: str,
+                *, capabilities: Capabilities = DEFAULT_CAPABILITIES) -> UpstreamCall:
         try:
             path, translated = to_upstream(body, upstream_model)
         except errors.TranslationError as exc:
@@ -659,5 +661,6 @@ class GeminiDialect:
     def stream(self, *, model: str) -> StreamDecoder:
         return _GeminiStream(model)
 
-    def error(self, status: int, raw: bytes) -> tuple[int, dict[str, Any]]:
+    def error(self, status: int, raw: bytes,
+              headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         return status, error_to_openai(status, raw)
