@@ -310,8 +310,7 @@ def test_safety_stops_and_blocked_prompts_are_content_filter() -> None:
 @pytest.mark.parametrize(("reason", "tools", "expected"), [
     ("STOP", False, "stop"), ("STOP", True, "tool_calls"), ("MAX_TOKENS", False, "length"),
     ("MAX_TOKENS", True, "length"), ("RECITATION", False, "content_filter"), ("BLOCKLIST", False, "content_filter"),
-    ("SPII", False, "content_filter"), ("MALFORMED_FUNCTION_CALL", False, "stop"), ("OTHER", False, "stop"),
-    (None, False, "stop"),
+    ("SPII", False, "content_filter"), (None, False, "stop"),
 ])
 def test_finish_reasons(reason: str | None, tools: bool, expected: str) -> None:
     assert gemini.finish_reason(reason, has_tool_calls=tools) == expected

@@ -19,13 +19,15 @@ from catalog.schema import Capabilities
 from proto import codec
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import errors
-from services.proxy.adapters.base import DEFAULT_CAPABILITIES, StreamDecoder, UpstreamCall, invalid_request, sse_event
+from services.proxy.adapters.base import StreamDecoder, UpstreamCall, invalid_request, sse_event
 
 if TYPE_CHECKING:
     from services.proxy.providers import Target
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder()
+ANY_MODEL = Capabilities()
+"""The catalog's default capabilities (a model no rule restricts)."""
 
 IGNORED_PARAMS = frozenset({
     "model", "messages", "stream", "stream_options", "user", "metadata", "store", "service_tier",
@@ -43,11 +45,31 @@ _FORMATS = frozenset({"enum", "date-time", "int32", "int64", "float", "double"})
 """String formats other than `enum` and `date-time` are rejected by Gemini; numeric ones are accepted."""
 
 _FINISH_REASONS = {
-    "STOP": "stop", "MAX_TOKENS": "length",
-    "SAFETY": "content_filter", "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter", "IMAGE_SAFETY": "content_filter",
-    "IMAGE_PROHIBITED_CONTENT": "content_filter", "IMAGE_RECITATION": "content_filter",
+    # a natural end (UNSPECIFIED: Gemini names no reason, so nothing says the answer is cut)
+    "STOP": "stop", "FINISH_REASON_UNSPECIFIED": "stop",
+    # the token limit (CONTINUATION: the per-request limit, the answer goes on in another request)
+    "MAX_TOKENS": "length", "CONTINUATION": "length",
+    # a policy or filter withheld the content
+    "SAFETY": "content_filter", "RECITATION": "content_filter", "LANGUAGE": "content_filter",
+    "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter", "IMAGE_PROHIBITED_CONTENT": "content_filter",
+    "IMAGE_RECITATION": "content_filter", "MODEL_ARMOR": "content_filter", "ESCALATION": "content_filter",
+    "PUP_LIMITED_DISABLED": "content_filter",
 }
+"""Gemini `FinishReason` → OpenAI finish_reason, for the reasons that end an answer the caller can use."""
+FAILED_REASONS = {
+    "MALFORMED_FUNCTION_CALL": "the model generated a function call that cannot be parsed",
+    "UNEXPECTED_TOOL_CALL": "the model called a function that is not declared or not enabled",
+    "TOO_MANY_TOOL_CALLS": "the model made too many tool calls before giving an answer",
+    "MISSING_THOUGHT_SIGNATURE": "a function call in the request lacks its thought signature "
+                                 "(send back tool_calls[].extra_content.google.thought_signature)",
+    "MALFORMED_RESPONSE": "the model's response was malformed",
+    "OTHER": "the model stopped for a reason Gemini does not specify",
+    "IMAGE_OTHER": "image generation stopped for a reason Gemini does not specify",
+    "NO_IMAGE": "the model was expected to generate an image but did not",
+}
+"""Gemini finish reasons meaning the generation failed: no OpenAI finish_reason says that, so the proxy answers
+with an upstream error (502 `upstream_bad_response`; in a stream, an error event) instead of a false `stop`."""
 _REASONING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;base64)?,(?P<data>.*)$", re.DOTALL)
 _AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3"}
@@ -63,6 +85,19 @@ class StreamError(errors.StreamBroken):
     """Gemini sent an error object inside the event stream; `body` is the OpenAI-shaped error."""
 
 
+class GenerationFailed(ValueError):
+    """A candidate ended with one of FAILED_REASONS; the message names the Gemini reason and what it means."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Gemini stopped without an answer: {reason} ({FAILED_REASONS[reason]})")
+        self.reason = reason
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error body for this failure."""
+        return {"error": {"message": str(self), "type": "server_error", "param": None,
+                          "code": "upstream_bad_response"}}
+
+
 # --------------------------------------------------------------------------- request
 
 
@@ -71,14 +106,19 @@ def model_path(upstream_model: str) -> str:
     return upstream_model if upstream_model.startswith(("models/", "tunedModels/")) else f"models/{upstream_model}"
 
 
-def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict[str, Any]]:
+def to_upstream(body: Mapping[str, Any], upstream_model: str,
+                *, capabilities: Capabilities = ANY_MODEL) -> tuple[str, dict[str, Any]]:
     """An OpenAI chat-completions request → (path under `/v1beta/`, Gemini `GenerateContentRequest`).
 
-    Raises UnsupportedParameter naming the first field that has no faithful Gemini translation (and the
-    model the caller asked for).
+    Raises UnsupportedParameter naming the first field that has no faithful Gemini translation, or that the
+    model's catalog `capabilities` rule out (and the model the caller asked for).
     """
     model = str(body.get("model") or upstream_model)
     _check_params(body, model)
+    if body.get("reasoning_effort") == "none" and not capabilities.thinking_off:
+        raise UnsupportedParameter("reasoning_effort", model, "this model cannot switch thinking off (Gemini "
+                                                              "refuses thinkingBudget 0); use 'minimal' or leave "
+                                                              "reasoning_effort out")
     system_parts: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
@@ -410,8 +450,16 @@ def _tool_call(part: Mapping[str, Any], response_id: str, candidate: int, ordina
 
 
 def finish_reason(gemini_reason: str | None, *, has_tool_calls: bool) -> str:
-    """OpenAI finish_reason for a Gemini finishReason."""
-    reason = _FINISH_REASONS.get(gemini_reason or "STOP", "stop")
+    """OpenAI finish_reason for a Gemini finishReason; raises GenerationFailed for one of FAILED_REASONS.
+
+    A reason newer than this table is a ValueError too (the proxy answers 502): it is never passed off as `stop`.
+    """
+    name = gemini_reason or "STOP"
+    if name in FAILED_REASONS:
+        raise GenerationFailed(name)
+    reason = _FINISH_REASONS.get(name)
+    if reason is None:
+        raise ValueError(f"Gemini sent the finish reason {name!r}, which Routeur does not know")
     return "tool_calls" if reason == "stop" and has_tool_calls else reason
 
 
@@ -505,7 +553,12 @@ class StreamTranslator:
                     out.append(self._delta(index, {"content": part["text"]}))
             if candidate.get("finishReason") and index not in self._finished:
                 self._finished.add(index)
-                reason = finish_reason(candidate["finishReason"], has_tool_calls=bool(self._calls.get(index)))
+                try:
+                    reason = finish_reason(candidate["finishReason"], has_tool_calls=bool(self._calls.get(index)))
+                except GenerationFailed as exc:
+                    raise StreamError(exc.body()) from None
+                except ValueError as exc:
+                    raise errors.upstream_bad_response(str(exc)) from None
                 out.append(self._delta(index, {}, reason))
         return out
 
@@ -632,7 +685,8 @@ class _GeminiStream:
         out: list[bytes] = []
         for data in split_sse_data(buffer):
             chunks = self._translator.feed(data)  # StreamError is a StreamBroken
-            self._finished = self._finished or any(c.get("finishReason") for c in data.get("candidates") or [])
+            self._finished = (self._finished or any(c.get("finishReason") for c in data.get("candidates") or [])
+                              or bool((data.get("promptFeedback") or {}).get("blockReason")))
             out.extend(sse_event(chunk) for chunk in chunks)
         return out
 
@@ -646,9 +700,9 @@ class GeminiDialect:
     """Google Gemini `generateContent` / `streamGenerateContent?alt=sse` (`x-goog-api-key`)."""
 
     def request(self, target: Target, body: dict[str, Any], upstream_model: str,
-                *, capabilities: Capabilities = DEFAULT_CAPABILITIES) -> UpstreamCall:
+                *, capabilities: Capabilities = ANY_MODEL) -> UpstreamCall:
         try:
-            path, translated = to_upstream(body, upstream_model)
+            path, translated = to_upstream(body, upstream_model, capabilities=capabilities)
         except errors.TranslationError as exc:
             raise invalid_request(exc) from None
         return UpstreamCall(f"{target.base_url}/{path}",
