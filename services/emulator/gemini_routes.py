@@ -13,6 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiDict
 
 from services.emulator import gemini_format as gf
+from services.emulator import gemini_validate as gv
 from services.emulator.edge import (
     INVALID,
     STATE,
@@ -110,9 +111,13 @@ async def _stream(
 
 async def _generate(request: web.Request, state: EmulatorState, model: str, body: object, started: float,
                     *, streaming: bool) -> web.StreamResponse:
+    if state.settings.validate and (refused := gv.check_request(body)) is not None:
+        return _json(400, gf.error_body(400, refused), started)
     normalised, error = gf.validate_generate_request(body)
     if error is not None or normalised is None:
         return _json(400, error, started)
+    if state.settings.validate and (refused := gv.check_capabilities(model, normalised, state.settings.catalog)):
+        return _json(400, gf.error_body(400, refused), started)
     fault = state.faults.decide(model)
     if (early := await _intercept(request, state, fault, model, started, streaming=streaming)) is not None:
         return early
@@ -159,5 +164,8 @@ async def model_action(request: web.Request) -> web.StreamResponse:
 
 
 def register(app: web.Application) -> None:
-    """Add the Gemini routes to an emulator app made by `service.make_app`."""
+    """Add the Gemini routes to an emulator app made by `service.make_app`; with validation on, `google-genai`
+    must be importable (GroundTruthMissing names it and EMULATOR_VALIDATE=0 otherwise)."""
+    if app[STATE].settings.validate:
+        gv.require()
     app.router.add_post("/v1beta/models/{model_action}", model_action)
