@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import ast
 import time
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +116,21 @@ def test_the_tracer_reply_code_decides_400_or_503_never_the_message() -> None:
         raise_for_tracer_error("'group_by' must be one of model, provider", REPLY_BAD_QUERY, "usage")
     with pytest.raises(ServiceUnavailable, match="usage query failed; try again shortly"):
         raise_for_tracer_error("bad query: looks like the caller's fault", REPLY_FAILED, "usage")
+
+
+def test_only_call_py_writes_a_calls_fields() -> None:
+    """Every other proxy module goes through Call's transitions (an assignment to `call.<field>` is a bypass)."""
+    names = {f.name for f in fields(Call)}
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "services" / "proxy").rglob("*.py")):
+        if path.name == "call.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else \
+                [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+            for target in targets:
+                for item in target.elts if isinstance(target, ast.Tuple) else [target]:
+                    if isinstance(item, ast.Attribute) and item.attr in names and isinstance(item.value, ast.Name) \
+                            and item.value.id == "call":
+                        found.append(f"{path.name}:{node.lineno}: {ast.unparse(item)}")
+    assert found == []
