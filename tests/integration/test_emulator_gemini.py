@@ -203,3 +203,17 @@ async def test_google_genai_sdk(emulator: str) -> None:
     no_retry = genai.Client(api_key=KEY, http_options=retry_off)
     with pytest.raises(errors.ServerError, match="503 UNAVAILABLE.*overloaded"):
         await no_retry.aio.models.generate_content(model=MODEL, contents="hi")
+
+
+async def test_ground_truth_and_model_rules_refuse_like_gemini(emulator: str, http: aiohttp.ClientSession) -> None:
+    """With validation on (the default) the emulator answers Gemini's 400 for what google-genai or the catalog
+    rules out; the same body is fine for a model that can switch thinking off."""
+    off = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}}
+    status, _, raw = await post(http, emulator, "models/gemini-2.5-pro:generateContent", off)
+    error = json.loads(raw)["error"]
+    assert status == 400 and error["status"] == "INVALID_ARGUMENT" and "only works in thinking mode" in error["message"]
+    status, _, _ = await post(http, emulator, f"models/{MODEL}:generateContent", off)
+    assert status == 200
+    vertex_only = {"contents": [{"parts": [{"text": "hi"}]}], "generationConfig": {"routingConfig": {"autoMode": {}}}}
+    status, _, raw = await post(http, emulator, f"models/{MODEL}:streamGenerateContent?alt=sse", vertex_only)
+    assert status == 400 and 'Unknown name "routingConfig"' in json.loads(raw)["error"]["message"]
