@@ -101,6 +101,24 @@ def not_found_body(method: str, path: str) -> dict[str, Any]:
     return error_body(f"Invalid URL ({method} {path})")
 
 
+def azure_missing_key_body() -> dict[str, Any]:
+    """Azure OpenAI's 401 for a missing or wrong `api-key` (its own shape: `code` is the status as a string)."""
+    return {"error": {"code": "401", "message": "Access denied due to invalid subscription key or wrong API endpoint. "
+                      "Make sure to provide a valid key for an active subscription and use a correct regional API "
+                      "endpoint for your resource."}}
+
+
+def azure_bearer_refused_body() -> dict[str, Any]:
+    """Azure OpenAI's 401 for an `Authorization: Bearer` value that is not a valid Microsoft Entra ID token."""
+    return {"statusCode": 401, "message": "Unauthorized. Access token is missing, invalid, audience is incorrect "
+            "(https://cognitiveservices.azure.com), or has expired."}
+
+
+def azure_not_found_body() -> dict[str, Any]:
+    """Azure OpenAI's 404 for a path it does not serve, e.g. one without `api-version`."""
+    return {"error": {"code": "404", "message": "Resource not found"}}
+
+
 _STATUS_ERRORS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Invalid request (emulated fault)."),
     401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),

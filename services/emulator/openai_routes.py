@@ -1,4 +1,11 @@
-"""OpenAI routes of the provider emulator: chat completions (Azure's path too), models and embeddings."""
+"""OpenAI routes of the provider emulator: chat completions (Azure's path too), models and embeddings.
+
+Keys are checked per provider as each documents them: OpenAI paths take `Authorization: Bearer <key>` only;
+Azure paths (`/openai/deployments/{deployment}/...?api-version=`) take the `api-key` header only. Azure also
+accepts `Authorization: Bearer <Microsoft Entra ID token>`, but the proxy authenticates with keys and the
+emulator cannot verify Entra tokens, so a Bearer on an Azure path is refused with the 401 Azure gives an
+invalid token. With validation on, bodies are checked against OpenAI's OpenAPI description too.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,13 +25,15 @@ from services.emulator.edge import (
     INVALID,
     STATE,
     EmulatorState,
-    bearer,
     decode,
     drop_connection,
     hang,
     sleep_ms,
 )
 from services.emulator.faults import Fault
+from services.emulator.openai_validate import OpenAIValidator
+
+VALIDATOR = web.AppKey("openai_validator", OpenAIValidator)
 
 _STATIC_HEADERS = {
     "openai-version": "2020-10-01",
@@ -74,30 +84,56 @@ async def _intercept(
     return None
 
 
-async def _admit(request: web.Request, started: float) -> tuple[EmulatorState, object, web.Response | None]:
+def bearer_token(request: web.Request) -> str:
+    """The key of an `Authorization: Bearer <key>` header (OpenAI's only way to pass it), else ""."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _key_refusal(request: web.Request, started: float, *, azure: bool) -> web.Response | None:
+    """The provider's own 401 unless the request carries its key the way that provider documents."""
+    if not azure:
+        return None if bearer_token(request) else _json(401, oa.missing_key_body(), started)
+    if request.headers.get("api-key", "").strip():
+        return None
+    body = oa.azure_bearer_refused_body() if bearer_token(request) else oa.azure_missing_key_body()
+    return _json(401, body, started)
+
+
+async def _admit(
+    request: web.Request, started: float, *, azure: bool = False
+) -> tuple[EmulatorState, object, web.Response | None]:
     """Read and record the request, then check the API key; returns the state, the body and any refusal."""
     state = request.app[STATE]
     raw = await request.read()
     body = decode(raw) if raw else INVALID
     state.requests.add(request, raw, body)
-    if not bearer(request):
-        return state, body, _json(401, oa.missing_key_body(), started)
-    return state, body, None
+    return state, body, _key_refusal(request, started, azure=azure)
 
 
 async def azure_chat_completions(request: web.Request) -> web.StreamResponse:
-    """Azure OpenAI's shape of the same call: deployment in the path, `api-version` required, `api-key` header."""
+    """Azure OpenAI's shape of the same call: deployment in the path, `api-version` required, `api-key` header;
+    `model` may be left out of the body (the deployment names it)."""
     if not request.query.get("api-version"):
-        return _json(404, {"error": {"code": "404", "message": "Resource not found"}}, time.monotonic())
-    return await chat_completions(request)
+        return _json(404, oa.azure_not_found_body(), time.monotonic())
+    return await _chat(request, deployment=request.match_info["deployment"])
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await _chat(request, deployment=None)
+
+
+async def _chat(request: web.Request, *, deployment: str | None) -> web.StreamResponse:
     started = time.monotonic()
-    state, body, refusal = await _admit(request, started)
+    state, body, refusal = await _admit(request, started, azure=deployment is not None)
     if refusal is not None:
         return refusal
+    if deployment is not None and isinstance(body, dict) and "model" not in body:
+        body = {**body, "model": deployment}
     error = oa.validate_chat_request(None if body is INVALID else body)
+    if error is None and (validator := request.app.get(VALIDATOR)) is not None:
+        assert isinstance(body, dict)
+        error = validator.chat(body, azure=deployment is not None)
     if error is not None:
         return _json(400, error, started)
     assert isinstance(body, dict)
@@ -184,6 +220,9 @@ async def embeddings(request: web.Request) -> web.Response:
     if refusal is not None:
         return refusal
     error = oa.validate_embedding_request(None if body is INVALID else body)
+    if error is None and (validator := request.app.get(VALIDATOR)) is not None:
+        assert isinstance(body, dict)
+        error = validator.embedding(body)
     if error is not None:
         return _json(400, error, started)
     assert isinstance(body, dict)
@@ -201,7 +240,11 @@ async def unknown_route(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    """Add the OpenAI routes to an emulator app (before it starts); `/v1/{tail}` answers any other /v1 path."""
+    """Add the OpenAI routes to an emulator app (before it starts); `/v1/{tail}` answers any other /v1 path.
+    With validation on, the OpenAPI validators are built now (a missing spec or package fails here)."""
+    settings = app[STATE].settings
+    if settings.validate:
+        app[VALIDATOR] = OpenAIValidator(Path(settings.openai_spec))
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure_chat_completions)
     app.router.add_get("/v1/models", list_models)

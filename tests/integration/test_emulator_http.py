@@ -278,3 +278,76 @@ async def test_health_probes(emulator: str, http: aiohttp.ClientSession) -> None
     for path in ("/healthz", "/readyz"):
         async with http.get(f"{emulator}{path}") as response:
             assert response.status == 200
+
+
+CHAT = {"model": MODEL, "messages": MESSAGES}
+AZURE_CHAT = "/openai/deployments/gpt-4o/chat/completions"
+
+
+@pytest.mark.parametrize("headers", [{"api-key": "k"}, {"Authorization": "k"}, {"Authorization": "Basic k"}])
+async def test_openai_paths_take_only_a_bearer_key(
+    emulator: str, http: aiohttp.ClientSession, headers: dict[str, str]
+) -> None:
+    """OpenAI documents `Authorization: Bearer` as the only way to pass the key; Azure's `api-key` is refused."""
+    async with http.post(f"{emulator}/v1/chat/completions", json=CHAT, headers=headers) as response:
+        assert response.status == 401
+        body = await response.json()
+    validate("ErrorResponse", body)
+    assert "Authorization: Bearer" in body["error"]["message"]
+
+
+async def test_azure_paths_take_only_the_api_key_header(emulator: str, http: aiohttp.ClientSession) -> None:
+    """Azure answers a missing key and a Bearer that is no Entra ID token each with its own 401 shape."""
+    url = f"{emulator}{AZURE_CHAT}?api-version=2024-10-21"
+    async with http.post(url, json=CHAT) as response:
+        assert response.status == 401
+        assert (await response.json())["error"]["code"] == "401"
+    async with http.post(url, json=CHAT, headers={"Authorization": "Bearer k"}) as response:
+        assert response.status == 401
+        assert (await response.json())["statusCode"] == 401
+    async with http.post(url, json={"messages": MESSAGES}, headers={"api-key": "k"}) as response:
+        assert response.status == 200, "the deployment names the model; Azure does not require it in the body"
+        validate("CreateChatCompletionResponse", await response.json())
+    async with http.post(f"{emulator}{AZURE_CHAT}", json=CHAT, headers={"api-key": "k"}) as response:
+        assert response.status == 404
+        assert await response.json() == {"error": {"code": "404", "message": "Resource not found"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        ({**CHAT, "temperature": 3}, "temperature", "decimal_above_max_value"),
+        ({**CHAT, "messages": [{"role": "user", "content": 5}]}, "messages[0]", None),
+        ({**CHAT, "messages": [{"role": "tool", "content": "x"}]}, "messages[0]", None),
+        ({**CHAT, "n": "2"}, "n", "invalid_type"),
+        ({**CHAT, "reasoning_effort": "extreme"}, "reasoning_effort", "invalid_value"),
+        ({**CHAT, "tools": [{"type": "function"}]}, "tools[0]", None),
+        ({**CHAT, "max_tokenz": 5}, None, None),
+    ],
+)
+async def test_chat_bodies_the_spec_refuses_are_openai_400s(
+    emulator: str, http: aiohttp.ClientSession, body: dict[str, Any], param: str | None, code: str | None
+) -> None:
+    async with http.post(f"{emulator}/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"}) as r:
+        assert r.status == 400
+        error = await r.json()
+    validate("ErrorResponse", error)
+    assert set(error["error"]) == {"message", "type", "param", "code"}
+    assert error["error"]["type"] == "invalid_request_error"
+    if param is None:
+        assert error["error"]["message"] == "Unrecognized request argument supplied: max_tokenz"
+    else:
+        assert (error["error"]["param"] or "").startswith(param)
+    if code is not None:
+        assert error["error"]["code"] == code
+
+
+async def test_embedding_bodies_the_spec_refuses_are_openai_400s(emulator: str, http: aiohttp.ClientSession) -> None:
+    body = {"model": "text-embedding-3-small", "input": "hi", "user": 7}
+    async with http.post(f"{emulator}/v1/embeddings", json=body, headers={"Authorization": "Bearer k"}) as r:
+        assert r.status == 400
+        error = await r.json()
+    assert error["error"]["param"] == "user" and error["error"]["code"] == "invalid_type"
+    body = {"model": "text-embedding-3-small", "input": "hi", "extra": True}
+    async with http.post(f"{emulator}/v1/embeddings", json=body, headers={"Authorization": "Bearer k"}) as r:
+        assert r.status == 400
