@@ -14,7 +14,7 @@ from services.emulator import openai_format as oa
 
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-REQUESTS = {
+REQUESTS: dict[str, dict[str, Any]] = {
     "text": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Describe a harbor."}]},
     "reasoning": {"model": "o4-mini", "messages": [{"role": "user", "content": "Think."}]},
     "truncated": {"model": "gpt-5", "messages": [{"role": "user", "content": "Long."}], "max_completion_tokens": 3},
