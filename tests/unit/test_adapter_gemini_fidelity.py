@@ -105,6 +105,21 @@ def test_a_cut_stream_is_still_not_finished() -> None:
     assert stream.close() == []
 
 
+def test_a_last_event_without_its_blank_line_is_still_read_at_the_end() -> None:
+    """google-genai's reader yields a trailing `data:` line at end of stream; Google's own recorded blocked-prompt
+    stream (tests/fixtures/providers/gemini/streaming-failure-prompt-blocked-safety.txt) ends exactly so."""
+    stream = gemini.GeminiDialect().stream(model="gemini-2.5-flash")
+    assert stream.events(bytearray(b"data: " + msgspec.json.encode(BLOCKED) + b"\r\n")) == []
+    events = stream.close()
+    assert events[-1] == b"data: [DONE]\n\n" and b'"content_filter"' in b"".join(events)
+
+
+def test_a_last_event_cut_inside_its_json_leaves_the_stream_unfinished() -> None:
+    stream = gemini.GeminiDialect().stream(model="gemini-2.5-flash")
+    assert stream.events(bytearray(b"data: " + msgspec.json.encode(BLOCKED)[:40])) == []
+    assert stream.close() == []
+
+
 # --------------------------------------------------------------------------- thinking that cannot be switched off
 
 

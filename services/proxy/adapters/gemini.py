@@ -680,8 +680,10 @@ class _GeminiStream:
     def __init__(self, model: str) -> None:
         self._translator = StreamTranslator(model=model, include_usage=True, created=int(time.time()))
         self._finished = False
+        self._buffer = bytearray()
 
     def events(self, buffer: bytearray) -> list[bytes]:
+        self._buffer = buffer
         out: list[bytes] = []
         for data in split_sse_data(buffer):
             chunks = self._translator.feed(data)  # StreamError is a StreamBroken
@@ -691,9 +693,16 @@ class _GeminiStream:
         return out
 
     def close(self) -> list[bytes]:
+        out: list[bytes] = []
+        rest = bytes(self._buffer).strip()
+        if rest:  # a last event without its blank line, which google-genai's reader yields at the end too
+            try:
+                out = self.events(bytearray(rest + b"\n\n"))
+            except msgspec.DecodeError:  # cut inside the event: the stream is unfinished
+                return []
         if not self._finished:
-            return []
-        return [*(sse_event(chunk) for chunk in self._translator.finish()), wire.DONE]
+            return out
+        return [*out, *(sse_event(chunk) for chunk in self._translator.finish()), wire.DONE]
 
 
 class GeminiDialect:
