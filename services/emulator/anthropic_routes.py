@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from services.emulator import anthropic_format as af
+from services.emulator import anthropic_validate as av
 from services.emulator import edge
 from services.emulator.faults import Fault
 
@@ -47,10 +48,19 @@ async def _admit(
     state.requests.add(request, raw, body)
     if not request.headers.get("x-api-key") and not edge.bearer(request):  # SDK 2.x sends keys as Bearer
         return state, body, _json(401, af.missing_key_body(), request_id)
-    if not request.headers.get("anthropic-version"):
+    version = request.headers.get("anthropic-version")
+    if not version:
         return state, body, _json(400, af.missing_version_body(), request_id)
+    if state.settings.validate:
+        if version not in av.versions():
+            return state, body, _json(400, af.invalid(f"anthropic-version: invalid version '{version}'"), request_id)
+        if body is not edge.INVALID and (wrong := av.check_body(body, counting=counting)) is not None:
+            return state, body, _json(400, af.invalid(wrong), request_id)
     checked = {"max_tokens": 1, **body} if counting and isinstance(body, dict) else body
     error = af.validate_request(None if body is edge.INVALID else checked)
+    if error is None and state.settings.validate and isinstance(body, dict):
+        refused = av.check_capabilities(body, state.settings.catalog)
+        error = None if refused is None else af.invalid(refused)
     return state, body, None if error is None else _json(400, error, request_id)
 
 
@@ -130,6 +140,9 @@ async def count_tokens(request: web.Request) -> web.Response:
 
 
 def register(app: web.Application) -> None:
-    """Add Anthropic's routes to an emulator app made by `make_app` (before it starts)."""
+    """Add Anthropic's routes to an emulator app made by `make_app` (before it starts); with validation on, the
+    `anthropic` SDK must be importable (GroundTruthMissing names it and EMULATOR_VALIDATE=0 otherwise)."""
+    if app[edge.STATE].settings.validate:
+        av.require()
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)

@@ -10,6 +10,10 @@ import anthropic
 import pytest
 from anthropic import AsyncAnthropic
 
+from services.common.health import serve
+from services.emulator import anthropic_validate as av
+from services.emulator.service import make_app
+from services.emulator.settings import load
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import anthropic as ad
 from tests.openapi import validate
@@ -211,3 +215,69 @@ async def test_dropped_stream_fails_the_sdk(client: AsyncAnthropic, emulator: st
     with pytest.raises(anthropic.APIConnectionError):
         async with client.messages.stream(model=MODEL, max_tokens=1024, messages=MESSAGES) as stream:
             await stream.get_final_message()
+
+
+# --------------------------------------------------------------------------- ground truth (issue 21)
+
+
+async def test_sampling_pair_is_refused_for_the_models_the_catalog_names(client: AsyncAnthropic) -> None:
+    both: Any = {"temperature": 0.5, "top_p": 0.9}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await client.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES, extra_body=both)
+    assert caught.value.body == {"type": "error", "request_id": caught.value.request_id, "error": {
+        "type": "invalid_request_error",
+        "message": "`temperature` and `top_p` cannot both be specified for this model. Please use only one."}}
+    alone = await client.messages.create(model=MODEL, max_tokens=64, messages=MESSAGES, extra_body={"top_p": 0.9})
+    older = await client.messages.create(model="claude-sonnet-4-20250514", max_tokens=64, messages=MESSAGES,
+                                         extra_body=both)
+    assert alone.stop_reason == older.stop_reason == "end_turn"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"model": MODEL, "max_tokens": 10, "messages": MESSAGES, "frequency_penalty": 0.5},
+     "frequency_penalty: Extra inputs are not permitted"),
+    ({"model": MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "x", "cache": True}]}]}, "messages.0.content.0.cache: Extra inputs are not permitted"),
+    ({"model": MODEL, "max_tokens": 10, "messages": MESSAGES, "tools": [{"name": "f"}]}, "tools.0"),
+])
+async def test_ground_truth_refusals_over_http(emulator: str, http: aiohttp.ClientSession, body: dict[str, Any],
+                                               message: str) -> None:
+    status, error = await post(http, emulator, body)
+    assert status == 400 and error["error"]["type"] == "invalid_request_error", error
+    assert error["error"]["message"].startswith(message)
+    av.check_event(error)  # an error body is the SDK's ErrorResponse, nothing more
+
+
+async def test_unknown_anthropic_version_is_refused(emulator: str, http: aiohttp.ClientSession) -> None:
+    body = {"model": MODEL, "max_tokens": 10, "messages": MESSAGES}
+    status, error = await post(http, emulator, body, headers={**HEADERS, "anthropic-version": "2024-13-01"})
+    assert status == 400 and error["error"]["message"] == "anthropic-version: invalid version '2024-13-01'"
+
+
+async def test_answers_parse_strictly_under_the_sdk_types(emulator: str, http: aiohttp.ClientSession) -> None:
+    for tools in ([], [WEATHER]):
+        body: dict[str, Any] = {"model": MODEL, "max_tokens": 1024, "messages": MESSAGES, **(
+            {"tools": tools, "tool_choice": {"type": "any"}} if tools else {})}
+        status, message = await post(http, emulator, body)
+        assert status == 200
+        av.check_message(message)
+        async with http.post(f"{emulator}/v1/messages", json={**body, "stream": True}, headers=HEADERS) as response:
+            raw = bytearray(await response.read())
+        events = [e for e in (ad.parse_event(x) for x in wire.split_events(raw)) if e is not None]
+        assert len(events) > 5
+        for _, data in events:
+            av.check_event(data)
+
+
+async def test_validation_off_lets_the_unknown_through() -> None:
+    app = make_app(load({"EMULATOR_VALIDATE": "0"}))
+    runner = await serve(app, host="127.0.0.1", port=0, shutdown_timeout=2)
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession() as http:
+            body = {"model": MODEL, "max_tokens": 10, "messages": MESSAGES, "frequency_penalty": 0.5,
+                    "temperature": 0.5, "top_p": 0.5}
+            status, message = await post(http, url, body)
+    finally:
+        await runner.cleanup()
+    assert status == 200 and message["type"] == "message"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from catalog.schema import Capabilities
+from catalog.schema import SAMPLING_ONE_OF, Capabilities
 from proto import codec
 from services.proxy import openai_wire as wire
 from services.proxy.adapters.base import DEFAULT_CAPABILITIES, StreamDecoder, UpstreamCall, invalid_request, sse_event
@@ -218,20 +218,24 @@ def _tool_choice(choice: object, parallel: object, model: str) -> dict[str, Any]
     return result
 
 
-def _check_supported(body: Mapping[str, Any], model: str) -> None:
+def _check_supported(body: Mapping[str, Any], model: str, capabilities: Capabilities) -> None:
     check_unsupported(body, model, _UNSUPPORTED, UnsupportedParameter)
     temperature = body.get("temperature")
     if isinstance(temperature, (int, float)) and not 0 <= temperature <= 1:
         raise UnsupportedParameter("temperature", model, f"Anthropic accepts 0 to 1, got {temperature}")
+    if capabilities.sampling == SAMPLING_ONE_OF and temperature is not None and body.get("top_p") is not None:
+        raise UnsupportedParameter("top_p", model, "this model takes temperature or top_p, not both; send one")
 
 
-def to_upstream(body: Mapping[str, Any], upstream_model: str) -> dict[str, Any]:
-    """An OpenAI chat-completions request as an Anthropic Messages request for `upstream_model`.
+def to_upstream(body: Mapping[str, Any], upstream_model: str, *,
+                capabilities: Capabilities = DEFAULT_CAPABILITIES) -> dict[str, Any]:
+    """An OpenAI chat-completions request as an Anthropic Messages request for `upstream_model`, whose catalog
+    `capabilities` say which parameters it takes (temperature with top_p is refused where the model refuses it).
 
     Raises UnsupportedParameter / TranslationError (both ValueError with `.param`) for what cannot be sent.
     """
     model = str(body.get("model") or upstream_model)
-    _check_supported(body, model)
+    _check_supported(body, model, capabilities)
     system, messages = to_turns(body, model, user=_user_blocks, assistant=_assistant_blocks,
                                 tool_result=_tool_result, unsupported=UnsupportedParameter, api="Anthropic")
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_MAX_TOKENS
@@ -435,7 +439,7 @@ class AnthropicDialect:
     def request(self, target: Target, body: dict[str, Any], upstream_model: str,
                 *, capabilities: Capabilities = DEFAULT_CAPABILITIES) -> UpstreamCall:
         try:
-            translated = to_upstream(body, upstream_model)
+            translated = to_upstream(body, upstream_model, capabilities=capabilities)
         except TranslationError as exc:
             raise invalid_request(exc) from None
         return UpstreamCall(f"{target.base_url}/messages", request_headers(target.api_key.reveal()),

@@ -174,13 +174,40 @@ def _openai_tool_choice(choice: Mapping[str, Any], model: str) -> str | dict[str
     raise UnsupportedParameter("tool_choice.type", model, f"'{kind}' cannot be translated")
 
 
+_TRANSLATED = frozenset({"model", "max_tokens", "messages", "system", "tools", "tool_choice", "temperature", "top_p",
+                         "stop_sequences", "metadata", "stream"})
+"""The top-level Messages API fields request_to_openai carries over; any other is refused unless `_NEUTRAL`."""
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "thinking": (None, {"type": "disabled"}),
+    "service_tier": (None, "auto"),  # the API's default
+    "speed": (None, "standard"),  # the API's default
+    "output_config": (None, {}),
+    "mcp_servers": (None, []),
+}
+"""Fields that pass only with the values that ask for nothing (absent or the API's default); the rest of
+MessageCreateParams (top_k, cache_control, container, diagnostics, inference_geo, output_config's format and
+effort, speed "fast", user_profile_id, workspace_id, ...) and unknown fields are a 400 naming them."""
+
+
+def _refuse_untranslated(body: Mapping[str, Any], model: str) -> None:
+    for param, value in body.items():
+        if param in _TRANSLATED or value is None or value in _NEUTRAL.get(param, ()):
+            continue
+        if param == "output_config" and isinstance(value, dict):  # name the setting asked for: format, effort
+            settings = [key for key, setting in value.items() if setting is not None]
+            if not settings:
+                continue
+            param = f"output_config.{settings[0]}"
+        raise UnsupportedParameter(param, model, "Routeur cannot honour it on this route; remove it")
+
+
 def request_to_openai(body: Mapping[str, Any]) -> dict[str, Any]:
-    """An Anthropic Messages request as an OpenAI chat request (a /v1/messages caller of another family)."""
+    """An Anthropic Messages request as an OpenAI chat request (a /v1/messages caller of another family).
+
+    Raises UnsupportedParameter naming any top-level field it does not translate (set to more than its default).
+    """
     model = str(body.get("model") or "")
-    for param in ("top_k", "thinking", "mcp_servers", "container"):
-        value = body.get(param)
-        if value is not None and not (isinstance(value, dict) and value.get("type") == "disabled"):
-            raise UnsupportedParameter(param, model)
+    _refuse_untranslated(body, model)
     messages: list[dict[str, Any]] = []
     if body.get("system"):
         messages.append({"role": "system", "content": _plain(body["system"], "system", model)})
