@@ -132,6 +132,8 @@ async def _generate(request: web.Request, state: EmulatorState, model: str, body
 
 async def _embed(request: web.Request, state: EmulatorState, model: str, body: object, started: float,
                  *, batch: bool) -> web.StreamResponse:
+    if state.settings.validate and (refused := gv.check_embed_request(body, batch=batch)) is not None:
+        return _json(400, gf.error_body(400, refused), started)
     status, answer = gf.embed_body(model, body, batch=batch)
     if status != 200:
         return _json(status, answer, started)

@@ -144,13 +144,29 @@ def check_request(body: object) -> str | None:
     """Why Gemini would refuse this `GenerateContentRequest` body by the SDK's types, or None when it would not."""
     if not isinstance(body, dict):
         return "Invalid JSON payload received. Expected an object."
-    fields = _fields()
+    return _check_fields(body, _fields(), ())
+
+
+@functools.cache
+def _embed_fields() -> dict[str, tuple[Any, Callable[[Any], Any] | None]]:
+    """EmbedContentRequest's fields: those google-genai's `_EmbedContentParametersPrivate_to_mldev` and
+    `_EmbedContentConfig_to_mldev` write for each request (`requests[]` in batchEmbedContents)."""
+    from google.genai import models, types
+
+    return {"model": (str, None), "content": (types.Content, models._Content_to_mldev), "taskType": (str, None),
+            "title": (str, None), "outputDimensionality": (int, None)}
+
+
+def _check_fields(body: Mapping[str, Any], fields: dict[str, tuple[Any, Callable[[Any], Any] | None]],
+                  loc: tuple[Any, ...]) -> str | None:
     for key, value in body.items():
         name = key if key in fields else _camel(key)
         if name not in fields:
-            return f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
+            where = _where(loc)
+            return f'Invalid JSON payload received. Unknown name "{key}"' + (f" at '{where}'" if where else "") + \
+                ": Cannot find field."
         kind, to_mldev = fields[name]
-        parsed, error = _parse(kind, value, (name,))
+        parsed, error = _parse(kind, value, (*loc, name))
         if error is not None:
             return error
         if to_mldev is None:
@@ -160,9 +176,29 @@ def check_request(body: object) -> str | None:
                 to_mldev(item)
             except ValueError as exc:  # "<field> parameter is only supported in ... not in Gemini Developer API"
                 field = re.match(r"\w+", str(exc))
-                where = _where((name, i) if isinstance(parsed, list) else (name,))
+                where = _where((*loc, name, i) if isinstance(parsed, list) else (*loc, name))
                 return f'Invalid JSON payload received. Unknown name "{_camel(field[0]) if field else "?"}" at ' \
                        f"'{where}': Cannot find field."
+    return None
+
+
+def check_embed_request(body: object, *, batch: bool) -> str | None:
+    """Why Gemini would refuse this `embedContent` (or, with `batch`, `batchEmbedContents`) body, or None."""
+    if not isinstance(body, dict):
+        return "Invalid JSON payload received. Expected an object."
+    if not batch:
+        return _check_fields(body, _embed_fields(), ())
+    for key in body:
+        if key != "requests":
+            return f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
+    requests = body.get("requests")
+    if not isinstance(requests, list):
+        return "Invalid value at 'requests', expected a list of EmbedContentRequest."
+    for i, request in enumerate(requests):
+        if not isinstance(request, dict):
+            return f"Invalid value at 'requests[{i}]', expected an object."
+        if (error := _check_fields(request, _embed_fields(), ("requests", i))) is not None:
+            return error
     return None
 
 

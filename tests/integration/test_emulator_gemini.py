@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
+from services.emulator import gemini_validate as gv
 from services.proxy.adapters import gemini
 from tests.openapi import validate
 
@@ -42,6 +43,7 @@ async def complete(http: aiohttp.ClientSession, emulator: str, body: dict[str, A
     status, _, raw = await post(http, emulator, path, request)
     assert status == 200, raw
     upstream = json.loads(raw)
+    assert gv.check_response(upstream) is None  # the emulator answers what google-genai reads strictly
     completion = gemini.from_upstream(upstream, model=MODEL)
     validate("CreateChatCompletionResponse", completion)
     return upstream, completion
@@ -70,6 +72,7 @@ async def test_streaming_sse_ends_with_the_non_streaming_usage(emulator: str, ht
     assert events[-1] == b"" and len(events) > 3 and b"[DONE]" not in raw
     assert all(e.startswith(b"data: {") and b"\n" not in e for e in events[:-1])
     data = [json.loads(e[6:]) for e in events[:-1]]
+    assert all(gv.check_response(event) is None for event in data)
     assert data[-1]["usageMetadata"] == whole["usageMetadata"]
     assert data[-1]["candidates"][0]["finishReason"] == "STOP"
     assert all("finishReason" not in d["candidates"][0] for d in data[:-1])
@@ -89,6 +92,7 @@ async def test_json_array_stream_without_alt_sse(emulator: str, http: aiohttp.Cl
     assert status == 200
     chunks = json.loads(raw)
     assert isinstance(chunks, list) and chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert all(gv.check_response(chunk) is None for chunk in chunks)
 
 
 async def test_function_call_round_trip(emulator: str, http: aiohttp.ClientSession) -> None:

@@ -23,8 +23,9 @@ RICH_OPENAI_BODY: dict[str, Any] = {
     "model": "gemini-2.5-flash",
     "messages": [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "What is in this image?"},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+        {"role": "user", "content": [
+            {"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
         {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {
             "name": "get_weather", "arguments": '{"city": "Paris"}'},
             "extra_content": {"google": {"thought_signature": SIGNATURE}}}]},
@@ -55,6 +56,16 @@ RICH_OPENAI_BODY: dict[str, Any] = {
 def test_bodies_google_genai_refuses_are_refused(body: dict[str, Any], message: str) -> None:
     error = gv.check_request(body)
     assert error is not None and message in error
+
+
+def test_embedding_bodies_are_checked_too() -> None:
+    _, batch = gemini.embeddings_to_upstream({"model": "gemini-embedding-001", "input": ["a", "b"], "dimensions": 8},
+                                             "gemini-embedding-001")
+    assert gv.check_embed_request(batch, batch=True) is None
+    assert gv.check_embed_request(batch["requests"][0], batch=False) is None
+    wrong = {"requests": [{**batch["requests"][0], "dimensions": 8}]}
+    assert 'Unknown name "dimensions" at \'requests[0]\'' in (gv.check_embed_request(wrong, batch=True) or "")
+    assert "content" in (gv.check_embed_request({"content": {"parts": "a"}}, batch=False) or "")
 
 
 def test_snake_case_names_are_accepted_like_google_does() -> None:
