@@ -182,7 +182,7 @@ def _check_messages(messages: object) -> str | None:
     return None
 
 
-def _check_tools(body: Mapping[str, Any], model_id: str) -> str | None:
+def _check_tools(body: Mapping[str, Any]) -> str | None:
     config = body.get("toolConfig")
     uses_tools = any(isinstance(b, dict) and ("toolUse" in b or "toolResult" in b)
                      for m in body["messages"] for b in m["content"])
@@ -208,9 +208,6 @@ def _check_tools(body: Mapping[str, Any], model_id: str) -> str | None:
         if not isinstance(choice, dict) or len(choice) != 1 or next(iter(choice)) not in ("auto", "any", "tool"):
             return "Unable to parse request body: 'toolConfig.toolChoice' must set exactly one of auto, any, tool"
         kind = next(iter(choice))
-        if kind != "auto" and "meta.llama" in model_id:
-            return (f"This model doesn't support the toolConfig.toolChoice.{kind} field. Remove "
-                    f"toolConfig.toolChoice.{kind} and try again.")
         if kind == "tool" and (choice["tool"] or {}).get("name") not in names:
             return "The tool named in toolConfig.toolChoice.tool.name is not defined in toolConfig.tools."
     return None
@@ -237,7 +234,8 @@ def _check_inference(config: object) -> str | None:
 
 
 def validate_request(body: object, model_id: str = "") -> str | None:
-    """The ValidationException message for a request Bedrock would reject with 400 for `model_id`, else None."""
+    """The ValidationException message for a request Bedrock would reject with 400 whatever the model (`model_id`'s
+    own rules are bedrock_validate.check_model's), else None."""
     if not isinstance(body, dict):
         return "Unable to parse request body: the body must be a JSON object."
     if unknown := sorted(set(body) - REQUEST_FIELDS):
@@ -247,7 +245,7 @@ def validate_request(body: object, model_id: str = "") -> str | None:
             isinstance(s, dict) and (("text" in s and isinstance(s["text"], str) and s["text"].strip())
                                      or "cachePoint" in s or "guardContent" in s) for s in system)):
         return "Unable to parse request body: 'system' must be a list of non-empty text blocks"
-    return (_check_messages(body.get("messages")) or _check_tools(body, model_id)
+    return (_check_messages(body.get("messages")) or _check_tools(body)
             or _check_inference(body.get("inferenceConfig")))
 
 

@@ -13,8 +13,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from services.emulator import bedrock_format as bf
+from services.emulator import bedrock_validate as bv
 from services.emulator import edge
 from services.emulator.faults import Fault
+from services.emulator.settings import Settings
 
 _AUTHORIZATION = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/\s,]+)/(?P<date>\d{8})/(?P<region>[a-z0-9-]+)/(?P<service>[a-z0-9-]+)"
@@ -85,6 +87,16 @@ async def _intercept(request: web.Request, state: edge.EmulatorState, fault: Fau
     return None
 
 
+def _refusal(settings: Settings, model_id: str, body: object, *, streaming: bool) -> str | None:
+    """The ValidationException message Bedrock would answer this body with: with validation on, botocore's
+    ParamValidator first, then the emulator's own checks of what the schema cannot say (roles alternating, tool
+    results matching their calls, ...), then the catalog's rules for the model."""
+    if not settings.validate:
+        return bf.validate_request(body, model_id)
+    return (bv.check_body(model_id, body, stream=streaming) or bf.validate_request(body, model_id)
+            or bv.check_model(settings.catalog, model_id, body if isinstance(body, dict) else {}))
+
+
 async def converse(request: web.Request) -> web.StreamResponse:
     """POST /model/{model_id}/converse and /model/{model_id}/converse-stream."""
     started = time.monotonic()
@@ -100,10 +112,10 @@ async def converse(request: web.Request) -> web.StreamResponse:
         return _error(400, "ValidationException", "Malformed input request, please reformat your input and try again.",
                       request_id)
     model_id = request.match_info["model_id"]
-    if (problem := bf.validate_request(body, model_id)) is not None:
+    streaming = request.path.endswith("/converse-stream")
+    if (problem := _refusal(state.settings, model_id, body, streaming=streaming)) is not None:
         return _error(400, "ValidationException", problem, request_id)
     assert isinstance(body, dict)
-    streaming = request.path.endswith("/converse-stream")
     fault = state.faults.decide(model_id)
     if (early := await _intercept(request, state, fault, request_id, streaming=streaming)) is not None:
         return early
@@ -148,6 +160,9 @@ async def _stream(request: web.Request, events: Iterable[tuple[str, dict[str, An
 
 
 def register(app: web.Application) -> None:
-    """Add Bedrock's Converse routes to an emulator app made by `make_app` (before it starts)."""
+    """Add Bedrock's Converse routes to an emulator app made by `make_app` (before it starts); with validation on,
+    botocore must be importable (GroundTruthMissing names it and EMULATOR_VALIDATE=0 otherwise)."""
+    if app[edge.STATE].settings.validate:
+        bv.require()
     app.router.add_post("/model/{model_id}/converse", converse)
     app.router.add_post("/model/{model_id}/converse-stream", converse)

@@ -18,14 +18,16 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from catalog import loader
 from services.common.health import serve
 from services.common.settings import Secret
+from services.emulator import bedrock_validate as bv
 from services.proxy.adapters.bedrock import BedrockDialect
 from services.proxy.dialects import StreamBroken
 from services.proxy.providers import Target
 from tests.openapi import validate
 
-CLAUDE = "anthropic.claude-3-5-haiku-20241022-v1:0"
+CLAUDE = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
 LLAMA = "meta.llama3-3-70b-instruct-v1:0"
 PROFILE_ARN = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-20250514-v1:0"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -34,6 +36,7 @@ MESSAGES: list[dict[str, Any]] = [{"role": "system", "content": "You are a terse
 TOP_SONG: dict[str, Any] = {"type": "function", "function": {
     "name": "top_song", "description": "Get the most popular song played on a radio station.",
     "parameters": {"type": "object", "properties": {"sign": {"type": "string"}}, "required": ["sign"]}}}
+CATALOG = loader.load()
 DIALECT = BedrockDialect(secret_key=SECRET, region="us-east-1", session_token=None)
 
 
@@ -43,7 +46,8 @@ def target(base_url: str) -> Target:
 
 async def converse(http: aiohttp.ClientSession, emulator: str, body: dict[str, Any],
                    model: str = CLAUDE) -> dict[str, Any]:
-    call = DIALECT.request(target(emulator), {"model": "claude-3.5-haiku", **body}, model)
+    call = DIALECT.request(target(emulator), {"model": "claude-3.5-haiku", **body}, model,
+                           capabilities=bv.capabilities(CATALOG, model))
     async with http.post(call.url, data=call.body, headers=call.headers) as response:
         raw = await response.read()
         if response.status != 200:
@@ -56,7 +60,8 @@ async def converse(http: aiohttp.ClientSession, emulator: str, body: dict[str, A
 
 async def converse_stream(http: aiohttp.ClientSession, emulator: str, body: dict[str, Any],
                           model: str = CLAUDE) -> list[dict[str, Any]]:
-    call = DIALECT.request(target(emulator), {"model": "claude-3.5-haiku", **body, "stream": True}, model)
+    call = DIALECT.request(target(emulator), {"model": "claude-3.5-haiku", **body, "stream": True}, model,
+                           capabilities=bv.capabilities(CATALOG, model))
     decoder = DIALECT.stream(model="claude-3.5-haiku")
     events: list[bytes] = []
     async with http.post(call.url, data=call.body, headers=call.headers) as response:
@@ -127,8 +132,10 @@ async def test_a_tool_round_trip(emulator: str, http: aiohttp.ClientSession) -> 
     sent = (await last_request(http, emulator))["body"]["messages"]
     assert sent[1]["content"][0]["toolUse"]["toolUseId"] == sent[2]["content"][0]["toolResult"]["toolUseId"] == \
         call["id"]
-    forgotten = await converse(http, emulator, {"messages": follow_up})
-    assert forgotten["status"] == 400 and "toolConfig field must be defined" in forgotten["error"]["message"]
+    forgotten = await converse(http, emulator, {"messages": follow_up})  # no tools: the history's are declared
+    assert forgotten["choices"][0]["finish_reason"] in ("stop", "tool_calls")
+    declared = (await last_request(http, emulator))["body"]["toolConfig"]["tools"]
+    assert [t["toolSpec"]["name"] for t in declared] == ["top_song"]
 
 
 async def test_a_throttling_fault_is_a_429_then_the_retry_succeeds(emulator: str, http: aiohttp.ClientSession) -> None:

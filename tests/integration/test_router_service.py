@@ -218,7 +218,7 @@ async def test_a_failed_probe_reopens_with_a_longer_cool_down(
     await fail(view, "anthropic", "claude-sonnet-4-20250514", 1, status=504)
     second = await eventually(lambda: health_of(view, route, opens=2))
     assert second.state == OPEN and 1.0 < second.retry_in_s <= 2.0
-    assert first_key(view, "claude-sonnet-4") == "bedrock/anthropic.claude-sonnet-4-20250514-v1:0"
+    assert first_key(view, "claude-sonnet-4") == "bedrock/us.anthropic.claude-sonnet-4-20250514-v1:0"
 
 
 async def test_failures_queued_in_one_tick_reach_the_router_as_one_batch_and_open_the_breaker(

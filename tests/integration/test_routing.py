@@ -106,8 +106,8 @@ def test_claude_falls_back_to_bedrock_converse(stack: Stack) -> None:
     finally:
         http_json("DELETE", f"{emulator}/_emulator/faults")
     assert (trace["status_code"], trace["provider"]) == (200, "bedrock")
-    assert trace["upstream_model"] == "anthropic.claude-haiku-4-5-20251001-v1:0"
-    assert trace["fallback"].startswith("bedrock/anthropic.claude-haiku-4-5-20251001-v1:0; error:")
+    assert trace["upstream_model"] == "global.anthropic.claude-haiku-4-5-20251001-v1:0"
+    assert trace["fallback"].startswith("bedrock/global.anthropic.claude-haiku-4-5-20251001-v1:0; error:")
     assert trace["prompt_tokens"] > 0 and trace["completion_tokens"] > 0 and trace["usage_estimated"] is False
     usage = [c.usage for c in stream if c.usage is not None]
     assert len(usage) == 1 and usage[0].total_tokens > 0

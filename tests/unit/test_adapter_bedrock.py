@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator
 from yarl import URL
 
+from catalog.schema import Capabilities
 from services.common.settings import Secret
 from services.emulator import bedrock_format as bf
 from services.proxy.adapters import bedrock as ad
@@ -34,6 +35,8 @@ SONG = "{\"song\": \"Elemental Hotel\", \"artist\": \"8 Storey Hike\"}"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 CLAUDE = "anthropic.claude-3-5-haiku-20241022-v1:0"
 LLAMA = "meta.llama3-3-70b-instruct-v1:0"
+CLAUDE_CAPS = Capabilities(tool_result_status=True, forced_tool=True)
+"""What the catalog says of Claude 3.5 Haiku on Bedrock (toolResult.status and a forced tool accepted)."""
 PROFILE_ARN = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-20250514-v1:0"
 TOP_SONG: dict[str, Any] = {
     "type": "function",
@@ -121,7 +124,7 @@ def test_a_whole_conversation_becomes_a_valid_converse_request() -> None:
          "content": SONG},
     ], tools=[TOP_SONG], tool_choice={"type": "function", "function": {"name": "top_song"}}, temperature=0.5,
         top_p=0.9, max_completion_tokens=512, stop="END", user="u-1", parallel_tool_calls=True)
-    path, converse = ad.to_upstream(body, CLAUDE)
+    path, converse = ad.to_upstream(body, CLAUDE, capabilities=CLAUDE_CAPS)
     assert path == "model/anthropic.claude-3-5-haiku-20241022-v1%3A0/converse"
     assert converse == {
         "messages": [
@@ -158,18 +161,19 @@ def test_streaming_path_and_model_ids_are_encoded_as_boto3_encodes_them() -> Non
     ({"type": "function", "function": {"name": "top_song"}}, {"tool": {"name": "top_song"}}),
 ])
 def test_tool_choice(choice: Any, expected: dict[str, Any] | None) -> None:
-    _, converse = ad.to_upstream(chat(tools=[TOP_SONG], tool_choice=choice), CLAUDE)
+    _, converse = ad.to_upstream(chat(tools=[TOP_SONG], tool_choice=choice), CLAUDE, capabilities=CLAUDE_CAPS)
     assert converse["toolConfig"].get("toolChoice") == expected  # auto is the default: not sent
     assert_valid_converse(converse)
 
 
-def test_llama_only_chooses_tools_itself() -> None:
+def test_a_named_tool_is_forced_only_for_models_whose_capabilities_allow_it() -> None:
+    named = {"type": "function", "function": {"name": "top_song"}}
     _, converse = ad.to_upstream(chat(tools=[TOP_SONG]), LLAMA)
     assert bf.validate_request(converse, LLAMA) is None
     with pytest.raises(ad.UnsupportedParameter, match="'tool_choice' is not supported by model 'claude-sonnet-4'"):
-        ad.to_upstream(chat(tools=[TOP_SONG], tool_choice="required"), f"us.{LLAMA}")
-    forced = {**converse, "toolConfig": {**converse["toolConfig"], "toolChoice": {"any": {}}}}
-    assert "doesn't support the toolConfig.toolChoice.any field" in str(bf.validate_request(forced, LLAMA))
+        ad.to_upstream(chat(tools=[TOP_SONG], tool_choice=named), f"us.{LLAMA}")
+    _, forced = ad.to_upstream(chat(tools=[TOP_SONG], tool_choice=named), CLAUDE, capabilities=CLAUDE_CAPS)
+    assert forced["toolConfig"]["toolChoice"] == {"tool": {"name": "top_song"}}
 
 
 def test_a_blank_tool_result_is_sent_without_content_blocks() -> None:
@@ -177,7 +181,7 @@ def test_a_blank_tool_result_is_sent_without_content_blocks() -> None:
         {"role": "user", "content": "Top song?"},
         {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
                                               "function": {"name": "top_song", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": ""}]), CLAUDE)
+        {"role": "tool", "tool_call_id": "call_1", "content": ""}]), CLAUDE, capabilities=CLAUDE_CAPS)
     assert converse["messages"][2]["content"] == [{"toolResult": {"toolUseId": "call_1", "content": [],
                                                                   "status": "success"}}]
     assert bf.validate_request(converse) is None
@@ -276,7 +280,7 @@ def test_text_response_with_cache_reads_counts_them_as_prompt_and_cached() -> No
 @pytest.mark.parametrize(("reason", "expected"), [
     ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls"),
     ("guardrail_intervened", "content_filter"), ("content_filtered", "content_filter"),
-    ("model_context_window_exceeded", "length"), ("malformed_model_output", "stop"), (None, "stop"),
+    ("model_context_window_exceeded", "length"), (None, "stop"),
 ])
 def test_stop_reasons(reason: str | None, expected: str) -> None:
     assert ad.finish_reason(reason) == expected

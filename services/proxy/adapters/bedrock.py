@@ -16,7 +16,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from yarl import URL
 
-from catalog.schema import Capabilities
+from catalog.schema import SAMPLING_ONE_OF, Capabilities
 from proto import codec
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import errors
@@ -45,8 +45,8 @@ DOCUMENT_FORMATS = {"application/pdf": "pdf", "text/csv": "csv", "text/html": "h
                     "text/markdown": "md"}
 _HOST = re.compile(r"^bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 _TOOL_USE_ID = re.compile(r"[^a-zA-Z0-9_.:-]")
-_LLAMA = "meta.llama"
-"""Model ids (and inference profiles) of Meta Llama, which accept only the `auto` tool choice."""
+HISTORY_TOOL_DESCRIPTION = "A tool called earlier in this conversation."
+"""The description of a tool Routeur declares from the history (see `history_tools`)."""
 
 # OpenAI parameters with no Converse equivalent, and the values that mean "not used" (those pass silently).
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
@@ -55,9 +55,15 @@ _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "prediction": (None,), "functions": (None, []), "function_call": (None,), "web_search_options": (None,),
     "reasoning_effort": (None,),
 }
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
-           "model_context_window_exceeded": "length", "tool_use": "tool_calls",
-           "guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+                  "model_context_window_exceeded": "length", "tool_use": "tool_calls",
+                  "guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
+"""OpenAI finish_reason for each Converse StopReason that ends a usable answer."""
+MALFORMED_STOPS = frozenset({"malformed_model_output", "malformed_tool_use"})
+"""StopReasons of an answer Bedrock itself flags as unusable (the model's output or tool call did not parse):
+OpenAI has no finish_reason for that, so the proxy answers with an error (`upstream_malformed_output`) the caller
+can retry, rather than pass broken text or tool arguments off as a normal completion. Together with
+FINISH_REASONS this covers botocore's whole StopReason enum (a test holds it to that)."""
 # Bedrock exception -> (OpenAI type, OpenAI code, HTTP status the proxy should answer with)
 _ERRORS: dict[str, tuple[str, str | None, int]] = {
     "ValidationException": ("invalid_request_error", None, 400),
@@ -87,6 +93,20 @@ _DECODER = msgspec.json.Decoder()
 
 class UnsupportedParameter(errors.UnsupportedParameter):
     api = "AWS Bedrock"
+
+
+class MalformedOutput(ValueError):
+    """Bedrock ended the answer with a StopReason of MALFORMED_STOPS."""
+
+    def __init__(self, stop_reason: str) -> None:
+        super().__init__(f"the model's output on AWS Bedrock was malformed (stopReason {stop_reason}); retry")
+        self.stop_reason = stop_reason
+
+
+def malformed_body(stop_reason: str) -> dict[str, Any]:
+    """The OpenAI error body for an answer Bedrock stopped with a malformed-output StopReason."""
+    return {"error": {"message": str(MalformedOutput(stop_reason)), "type": "server_error", "param": None,
+                      "code": "upstream_malformed_output"}}
 
 
 # --------------------------------------------------------------------------- OpenAI request -> Converse
@@ -150,14 +170,46 @@ def _tool_result(message: Mapping[str, Any], where: str) -> dict[str, Any]:
     content = message.get("content")
     text = content if isinstance(content, str) else "".join(texts(content, f"{where}.content"))
     blocks = [{"text": text}] if nonblank(text) else []  # Bedrock rejects blank text, even in a tool result
-    return {"toolResult": {"toolUseId": tool_use_id(call_id), "content": blocks, "status": "success"}}
+    return {"toolResult": {"toolUseId": tool_use_id(call_id), "content": blocks}}
+
+
+def _with_status(messages: list[dict[str, Any]]) -> None:
+    """`status: success` on every toolResult, for models that take it (an OpenAI tool message has no status, so
+    success is all it can say; models without `capabilities.tool_result_status` get no status at all)."""
+    for message in messages:
+        for block in message["content"]:
+            if "toolResult" in block:
+                block["toolResult"]["status"] = "success"
+
+
+def history_tools(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool specs for the tools the conversation already called, in first-call order.
+
+    Converse refuses toolUse/toolResult blocks in `messages` without a `toolConfig`, while OpenAI lets a request
+    carry tool calls in its history and declare no `tools`. For such a request Routeur declares each tool named
+    in the history, with HISTORY_TOOL_DESCRIPTION and an open object schema, so the history can be sent; the
+    model may then call one of them again, which comes back as an ordinary tool call.
+    """
+    names: dict[str, None] = {}
+    for message in messages:
+        for block in message["content"]:
+            if "toolUse" in block:
+                names.setdefault(str(block["toolUse"]["name"]), None)
+    return [{"toolSpec": {"name": name, "description": HISTORY_TOOL_DESCRIPTION,
+                          "inputSchema": {"json": {"type": "object"}}}} for name in names]
+
+
+def _has_tool_blocks(messages: list[dict[str, Any]]) -> bool:
+    return any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"])
 
 
 def _tool_config(body: Mapping[str, Any], messages: list[dict[str, Any]], model: str,
-                 upstream_model: str) -> dict[str, Any] | None:
+                 capabilities: Capabilities) -> dict[str, Any] | None:
     tools = body.get("tools")
     if not tools:
-        return None
+        if body.get("tool_choice") not in (None, "none", "auto"):
+            raise UnsupportedParameter("tool_choice", model, "a tool choice needs the tools it chooses from")
+        return {"tools": history_tools(messages)} if _has_tool_blocks(messages) else None
     specs = []
     for tool in function_tools(tools, model, UnsupportedParameter):
         spec: dict[str, Any] = {"name": tool.name}
@@ -167,16 +219,15 @@ def _tool_config(body: Mapping[str, Any], messages: list[dict[str, Any]], model:
         specs.append({"toolSpec": spec})
     config: dict[str, Any] = {"tools": specs}
     choice = body.get("tool_choice")
-    forced = choice == "required" or isinstance(choice, dict)
-    if forced and _LLAMA in upstream_model:
-        raise UnsupportedParameter("tool_choice", model, "Llama models on Bedrock only choose tools themselves "
-                                                         "('auto')")
+    if (choice == "required" or isinstance(choice, dict)) and not capabilities.forced_tool:
+        raise UnsupportedParameter("tool_choice", model, "this model chooses tools itself on Bedrock (Converse "
+                                                         "toolChoice any/tool: Claude 3+ and Nova only); use 'auto'")
     if choice in (None, "auto"):
         pass  # `auto` is Converse's default, and the one choice every tool-using model accepts
     elif choice == "required":
         config["toolChoice"] = {"any": {}}
     elif choice == "none":
-        if any("toolUse" in b or "toolResult" in b for m in messages for b in m["content"]):
+        if _has_tool_blocks(messages):
             raise UnsupportedParameter("tool_choice", model, "Converse has no 'none' choice; a conversation with "
                                                              "tool calls needs its tools, so omit tool_choice")
         return None
@@ -187,22 +238,37 @@ def _tool_config(body: Mapping[str, Any], messages: list[dict[str, Any]], model:
     return config
 
 
-def _check_supported(body: Mapping[str, Any], model: str) -> None:
+def _check_supported(body: Mapping[str, Any], model: str, capabilities: Capabilities) -> None:
     check_unsupported(body, model, _UNSUPPORTED, UnsupportedParameter)
     for param in ("temperature", "top_p"):
         value = body.get(param)
         if isinstance(value, (int, float)) and not 0 <= value <= 1:
             raise UnsupportedParameter(param, model, f"Bedrock accepts 0 to 1, got {value}")
+    if (capabilities.sampling == SAMPLING_ONE_OF and body.get("temperature") is not None
+            and body.get("top_p") is not None):
+        raise UnsupportedParameter("top_p", model, "this model takes temperature or top_p, not both; send one")
 
 
-def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict[str, Any]]:
+def _stop_sequences(stop: object, model: str) -> list[str]:
+    """Converse `stopSequences`; it refuses empty strings (botocore: each member min length 1), so one is a 400."""
+    sequences = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, list) else None
+    if sequences is None or not all(isinstance(s, str) for s in sequences):
+        raise TranslationError("'stop' must be a string or an array of strings", param="stop")
+    if any(s == "" for s in sequences):
+        raise UnsupportedParameter("stop", model, "Bedrock refuses empty stop sequences; remove them")
+    return sequences
+
+
+def to_upstream(body: Mapping[str, Any], upstream_model: str,
+                *, capabilities: Capabilities = DEFAULT_CAPABILITIES) -> tuple[str, dict[str, Any]]:
     """An OpenAI chat-completions request -> (path under the endpoint, Converse request body).
 
-    The path is `model/{id}/converse` or `model/{id}/converse-stream` (when `stream` is true). Raises
+    The path is `model/{id}/converse` or `model/{id}/converse-stream` (when `stream` is true). Parameters are
+    mapped by the catalog model's `capabilities` (sampling, toolResult.status, a forced tool). Raises
     UnsupportedParameter / TranslationError (both ValueError with `.param`) for what cannot be sent.
     """
     model = str(body.get("model") or upstream_model)
-    _check_supported(body, model)
+    _check_supported(body, model, capabilities)
     system, messages = to_turns(body, model, user=_user_blocks, assistant=_assistant_blocks,
                                 tool_result=_tool_result, unsupported=UnsupportedParameter, api="Converse")
     out: dict[str, Any] = {"messages": messages}
@@ -217,11 +283,13 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict
     if body.get("top_p") is not None:
         inference["topP"] = body["top_p"]
     stop = body.get("stop")
-    if stop:
-        inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if stop is not None and stop != []:
+        inference["stopSequences"] = _stop_sequences(stop, model)
     if inference:
         out["inferenceConfig"] = inference
-    tool_config = _tool_config(body, messages, model, upstream_model)
+    if capabilities.tool_result_status:
+        _with_status(messages)
+    tool_config = _tool_config(body, messages, model, capabilities)
     if tool_config is not None:
         out["toolConfig"] = tool_config
     return model_path(upstream_model, stream=bool(body.get("stream"))), out
@@ -230,26 +298,35 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str) -> tuple[str, dict
 # --------------------------------------------------------------------------- Converse response -> OpenAI
 
 
-def usage_to_openai(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+def usage_to_openai(usage: Mapping[str, Any] | None, *, reasoned: bool = False) -> dict[str, Any]:
     """OpenAI CompletionUsage from a Converse `usage`: `inputTokens` excludes cache reads and writes, so the
-    prompt is their sum (= Bedrock's totalTokens - outputTokens) and cached_tokens = cacheReadInputTokens."""
+    prompt is their sum (= Bedrock's totalTokens - outputTokens) and cached_tokens = cacheReadInputTokens.
+
+    Converse's TokenUsage has no reasoning count: `outputTokens` includes the reasoning (and is what AWS bills), so
+    when the answer `reasoned` (reasoningContent blocks) `reasoning_tokens` is left out as unknown, never a false 0.
+    """
     usage = usage or {}
     read = int(usage.get("cacheReadInputTokens") or 0)
     prompt = int(usage.get("inputTokens") or 0) + read + int(usage.get("cacheWriteInputTokens") or 0)
     completion = int(usage.get("outputTokens") or 0)
+    details: dict[str, int] = {"audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+    if not reasoned:
+        details = {"reasoning_tokens": 0, **details}
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": read, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                      "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        "completion_tokens_details": details,
     }
 
 
 def finish_reason(stop_reason: str | None) -> str:
-    """OpenAI finish_reason for a Converse stopReason."""
-    return _FINISH.get(stop_reason or "end_turn", "stop")
+    """OpenAI finish_reason for a Converse stopReason; raises MalformedOutput for MALFORMED_STOPS. A value newer
+    than this adapter reads as `stop` (the answer came whole)."""
+    if stop_reason in MALFORMED_STOPS:
+        raise MalformedOutput(stop_reason)
+    return FINISH_REASONS.get(stop_reason or "end_turn", "stop")
 
 
 def completion_id() -> str:
@@ -262,9 +339,12 @@ def from_upstream(resp: Mapping[str, Any], *, model: str, created: int | None = 
     """A Converse response as an OpenAI `chat.completion` answering for the public `model` id."""
     pieces: list[str] = []
     calls: list[dict[str, Any]] = []
+    reasoned = False
     message = ((resp.get("output") or {}).get("message") or {})
     for block in message.get("content") or []:
-        if isinstance(block.get("text"), str):
+        if "reasoningContent" in block:
+            reasoned = True  # chat completions has no place for the reasoning itself
+        elif isinstance(block.get("text"), str):
             pieces.append(block["text"])
         elif isinstance(block.get("toolUse"), dict):
             use = block["toolUse"]
@@ -281,7 +361,7 @@ def from_upstream(resp: Mapping[str, Any], *, model: str, created: int | None = 
         "model": model,
         "choices": [{"index": 0, "message": answer, "logprobs": None,
                      "finish_reason": finish_reason(resp.get("stopReason"))}],
-        "usage": usage_to_openai(resp.get("usage")),
+        "usage": usage_to_openai(resp.get("usage"), reasoned=reasoned),
     }
 
 
@@ -298,6 +378,7 @@ class StreamTranslator:
         self._created = int(time.time()) if created is None else created
         self._id = response_id or completion_id()
         self._tool_index: dict[int, int] = {}
+        self._reasoned = False
         self.usage: dict[str, Any] | None = None
         self.finished = False
         self.done = False
@@ -331,12 +412,17 @@ class StreamTranslator:
             if isinstance(use, dict) and use.get("input"):
                 index = self._tool_index.get(int(payload.get("contentBlockIndex") or 0), 0)
                 return [self._chunk({"tool_calls": [{"index": index, "function": {"arguments": use["input"]}}]})]
+            self._reasoned = self._reasoned or "reasoningContent" in delta
             return []  # reasoningContent and citation deltas have no chat-completions counterpart
         if event_type == "messageStop":
+            try:
+                finish = finish_reason(payload.get("stopReason"))
+            except MalformedOutput as exc:
+                raise StreamBroken(malformed_body(exc.stop_reason)) from None
             self.finished = True
-            return [self._chunk({}, finish_reason(payload.get("stopReason")))]
+            return [self._chunk({}, finish)]
         if event_type == "metadata":
-            self.usage = usage_to_openai(payload.get("usage"))
+            self.usage = usage_to_openai(payload.get("usage"), reasoned=self._reasoned)
             self.done = True
             return [{**self._chunk(None), "usage": self.usage}] if self._include_usage else []
         return []  # contentBlockStop, and event types added after this adapter was written
@@ -452,7 +538,7 @@ class BedrockDialect:
     def request(self, target: Target, body: dict[str, Any], upstream_model: str,
                 *, capabilities: Capabilities = DEFAULT_CAPABILITIES) -> UpstreamCall:
         try:
-            path, translated = to_upstream(body, upstream_model)
+            path, translated = to_upstream(body, upstream_model, capabilities=capabilities)
         except TranslationError as exc:
             raise invalid_request(exc) from None
         # aiohttp sends a str URL as yarl re-quotes it (`%3A` -> `:`): sign exactly that form, since the
