@@ -225,3 +225,37 @@ def test_stream_cut_short_is_an_error_event(stack: Stack, client: anthropic.Anth
     assert row["status_code"] == 502 and row["endpoint"] == "/v1/messages"
     # the upstream sent some text before the cut and no usage: that part is estimated, flagged, and billed
     assert row["usage_estimated"] is True and Decimal(str(row["cost_usd"])) > 0
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}}}, "output_config.format"),
+    ({"output_config": {"effort": "low"}}, "output_config.effort"),
+    ({"speed": "fast"}, "speed"),
+    ({"inference_geo": "us"}, "inference_geo"),
+])
+def test_fields_routeur_cannot_honour_are_refused_not_dropped(client: anthropic.Anthropic, extra: dict[str, Any],
+                                                              param: str) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model="gpt-4o-mini", max_tokens=64, messages=MESSAGES, extra_body=extra)
+    error = caught.value.response.json()["error"]
+    assert error["type"] == "invalid_request_error" and f"'{param}' is not supported" in error["message"]
+
+
+@pytest.mark.parametrize("model_id", ["claude-sonnet-4.5", "claude-haiku-4.5", "claude-opus-4.1"])
+def test_temperature_with_top_p_is_refused_naming_top_p(stack: Stack, client: anthropic.Anthropic,
+                                                        model_id: str) -> None:
+    both = {"temperature": 0.5, "top_p": 0.9}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(model=model_id, max_tokens=64, messages=MESSAGES, extra_body=both)
+    assert "'top_p' is not supported" in caught.value.response.json()["error"]["message"]
+    status, body = http_json("POST", f"{stack.proxy_url}/v1/chat/completions", token=stack.secrets["ROUTEUR_API_KEY"],
+                             body={"model": model_id, "messages": MESSAGES, "max_tokens": 16, **both})
+    assert status == 400 and (body["error"]["param"], body["error"]["code"]) == ("top_p", "unsupported_parameter")
+    alone = client.messages.create(model=model_id, max_tokens=64, messages=MESSAGES, extra_body={"top_p": 0.9})
+    assert alone.stop_reason in ("end_turn", "max_tokens")
+
+
+def test_models_that_take_both_sampling_parameters_get_both(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(model="claude-sonnet-4", max_tokens=64, messages=MESSAGES,
+                                     extra_body={"temperature": 0.5, "top_p": 0.9})
+    assert message.stop_reason in ("end_turn", "max_tokens")
