@@ -89,6 +89,49 @@ def validator(path: Path, name: str) -> Any:
                                            registry=_registry(path))
 
 
+def reachable(path: Path, name: str) -> dict[str, Any]:
+    """Every component schema `name` refers to, itself included, directly or through other components."""
+    found: dict[str, Any] = {}
+    pending: list[Any] = [{"$ref": f"#/components/schemas/{name}"}]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+                target = ref.rsplit("/", 1)[1]
+                if target not in found:
+                    found[target] = schema(path, target)
+                    pending.append(found[target])
+            pending.extend(value for key, value in node.items() if key not in ("$ref", "description"))
+    return found
+
+
+def one_of_as_any_of(node: Any) -> Any:
+    """`oneOf` rewritten as `anyOf`: validation stops at the first matching branch instead of trying them all
+    (about twice as fast on chat bodies); the same bodies pass wherever the branches cannot both match."""
+    if isinstance(node, list):
+        return [one_of_as_any_of(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {("anyOf" if key == "oneOf" else key): one_of_as_any_of(value) for key, value in node.items()}
+
+
+@functools.cache
+def fast_validator(path: Path, name: str) -> Any:
+    """A validator for schema `name` over only the components it reaches, `oneOf` read as `anyOf` (see
+    `one_of_as_any_of`; callers check that the unions they validate are disjoint)."""
+    import jsonschema
+    import referencing
+    from referencing.jsonschema import DRAFT202012
+
+    uri = f"{_BASE_URI}:{name}"
+    document = {"components": {"schemas": one_of_as_any_of(reachable(path, name))}}
+    registry = referencing.Registry().with_resource(uri, DRAFT202012.create_resource(document)).crawl()
+    return jsonschema.Draft202012Validator({"$ref": f"{uri}#/components/schemas/{name}"}, registry=registry)
+
+
 def first_error(path: Path, name: str, instance: object) -> Any:
     """The most relevant `jsonschema.ValidationError` of `instance` against schema `name`, or None."""
     import jsonschema

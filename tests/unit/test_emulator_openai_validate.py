@@ -91,3 +91,80 @@ def test_a_missing_spec_stops_startup_unless_validation_is_off(tmp_path: Path) -
     with pytest.raises(openapi_spec.SpecError, match="does not exist"):
         OpenAIValidator(Path(missing))
     assert load({}).openai_spec == str(openapi_spec.default_path())
+
+
+def _resolve(node: Any) -> Any:
+    ref = node.get("$ref") if isinstance(node, dict) else None
+    return openapi_spec.schema(SPEC_PATH, ref.rsplit("/", 1)[1]) if isinstance(ref, str) else node
+
+
+def _types(node: Any) -> set[str] | None:
+    """The JSON types a schema admits (None: unknown, any); `integer` counts as `number` too."""
+    node = _resolve(node)
+    kind = node.get("type")
+    if isinstance(kind, str | list):
+        kinds = {kind} if isinstance(kind, str) else set(kind)
+        return kinds | ({"number"} if "integer" in kinds else set())
+    branches = node.get("anyOf") or node.get("oneOf")
+    if branches:
+        parts = [_types(branch) for branch in branches]
+        return None if any(part is None for part in parts) else set().union(*parts)  # type: ignore[arg-type]
+    return {"object"} if "properties" in node else None
+
+
+def _tags(node: Any) -> dict[str, set[str]]:
+    """The values a schema allows for its `role` and `type` properties (its union discriminators)."""
+    node = _resolve(node)
+    properties: dict[str, Any] = {}
+    for part in [node, *[_resolve(p) for p in node.get("allOf") or []]]:
+        properties.update(part.get("properties") or {})
+    tags = {}
+    for key in ("role", "type"):
+        spec = _resolve(properties.get(key) or {})
+        values = spec.get("enum") or ([spec["const"]] if "const" in spec else None)
+        if values:
+            tags[key] = set(values)
+    return tags
+
+
+def _disjoint(a: Any, b: Any) -> bool:
+    a, b = _resolve(a), _resolve(b)
+    ta, tb = _types(a), _types(b)
+    if ta is not None and tb is not None and not ta & tb:
+        return True
+    ga, gb = _tags(a), _tags(b)
+    if any(key in gb and not ga[key] & gb[key] for key in ga):
+        return True
+    if ta == tb == {"array"} and a.get("minItems", 0) >= 1 and b.get("minItems", 0) >= 1:
+        return _disjoint(a.get("items") or {}, b.get("items") or {})
+    return False
+
+
+@pytest.mark.parametrize("root", ["CreateChatCompletionRequest", "CreateEmbeddingRequest"])
+def test_every_one_of_the_validator_reads_as_any_of_is_disjoint(root: str) -> None:
+    """Why `fast_validator` may read `oneOf` as `anyOf`: no body can match two branches of these unions."""
+    unions: list[list[Any]] = []
+    pending: list[Any] = list(openapi_spec.reachable(SPEC_PATH, root).values())
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            if "oneOf" in node:
+                unions.append(node["oneOf"])
+            pending.extend(value for key, value in node.items() if key != "$ref")
+    assert unions or root == "CreateEmbeddingRequest"
+    for branches in unions:
+        for i, first in enumerate(branches):
+            for second in branches[i + 1:]:
+                assert _disjoint(first, second), f"{root}: oneOf branches {first} and {second} may both match"
+
+
+def test_the_disjointness_check_sees_overlap() -> None:
+    assert not _disjoint({"type": "string"}, {"type": "string"})
+    assert not _disjoint({"type": "object", "properties": {"role": {"enum": ["a"]}}},
+                         {"type": "object", "properties": {"role": {"enum": ["a", "b"]}}})
+    assert not _disjoint({"type": "array", "items": {"type": "string"}},
+                         {"type": "array", "items": {"type": "integer"}})
+    assert _disjoint({"type": "array", "minItems": 1, "items": {"type": "string"}},
+                     {"type": "array", "minItems": 1, "items": {"type": "integer"}})
