@@ -173,3 +173,17 @@ def test_reasoning_output_leaves_reasoning_tokens_unknown_not_zero() -> None:
     plain = ad.from_upstream({**body, "output": {"message": {"role": "assistant", "content": [{"text": "A."}]}}},
                              model="m")["usage"]
     assert plain["completion_tokens_details"]["reasoning_tokens"] == 0
+
+
+def test_a_reasoning_stream_leaves_reasoning_tokens_unknown_too() -> None:
+    translator = ad.StreamTranslator(model="m", include_usage=True)
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("messageStart", {"role": "assistant"}),
+        ("contentBlockDelta", {"delta": {"reasoningContent": {"text": "Think."}}, "contentBlockIndex": 0}),
+        ("contentBlockDelta", {"delta": {"text": "Answer."}, "contentBlockIndex": 1}),
+        ("messageStop", {"stopReason": "end_turn"}),
+        ("metadata", {"usage": {"inputTokens": 5, "outputTokens": 40, "totalTokens": 45}, "metrics": {"latencyMs": 1}}),
+    ]
+    chunks = [chunk for kind, payload in events for chunk in translator.feed(kind, payload)]
+    usage = chunks[-1]["usage"]
+    assert usage["completion_tokens"] == 40 and "reasoning_tokens" not in usage["completion_tokens_details"]

@@ -58,3 +58,8 @@ def test_strict_reading_names_what_is_undeclared() -> None:
     assert ".id" in problems and ".output.message.content[0].extra" in problems
     assert any("stopReason" in p for p in problems)
     assert bv.event_problems("thinking", {}) == ["unknown event type 'thinking'"]
+
+
+def test_the_emulators_in_stream_exceptions_are_declared_members_of_the_stream() -> None:
+    for status in (400, 429, 500, 503, 424):
+        assert bv.event_problems(bf.stream_exception_type(status), {"message": "m"}) == [], status
