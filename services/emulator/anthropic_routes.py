@@ -38,6 +38,13 @@ def _json(status: int, body: dict[str, object], request_id: str, extra: dict[str
     return web.Response(status=status, body=_ENCODER.encode(body), content_type="application/json", headers=headers)
 
 
+def _bearer(request: web.Request) -> str:
+    """`Authorization: Bearer <key>`: how SDK 2.x sends an API key (`_api_key_auth` in anthropic/_client.py); the
+    Messages API reference names `x-api-key`. Nothing else is a key here (not Azure's `api-key`)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 async def _admit(
     request: web.Request, request_id: str, *, counting: bool = False
 ) -> tuple[edge.EmulatorState, object, web.Response | None]:
@@ -46,7 +53,7 @@ async def _admit(
     raw = await request.read()
     body = edge.decode(raw) if raw else edge.INVALID
     state.requests.add(request, raw, body)
-    if not request.headers.get("x-api-key") and not edge.bearer(request):  # SDK 2.x sends keys as Bearer
+    if not request.headers.get("x-api-key") and not _bearer(request):
         return state, body, _json(401, af.missing_key_body(), request_id)
     version = request.headers.get("anthropic-version")
     if not version:

@@ -65,13 +65,13 @@ def _hints(td: type) -> dict[str, Any]:
 
 @functools.cache
 def _required(td: type) -> tuple[str, ...]:
-    """The keys a TypedDict requires. Read from `Required[...]`/`NotRequired[...]` and `__total__`: the SDK's
-    modules use `from __future__ import annotations`, which leaves `__required_keys__` empty on Python 3.11."""
+    """The keys a TypedDict requires. The SDK's modules use `from __future__ import annotations`, so on Python 3.11
+    `__required_keys__` cannot see `Required[...]`/`NotRequired[...]` (it follows each class's totality only):
+    the markers are read from the resolved hints and applied on top."""
     hints = typing.get_type_hints(td, include_extras=True)
-    total = getattr(td, "__total__", True)
-    return tuple(sorted(key for key, tp in hints.items()
-                        if typing.get_origin(tp) is typing.Required
-                        or (total and typing.get_origin(tp) is not typing.NotRequired)))
+    marked = {key for key, tp in hints.items() if typing.get_origin(tp) is typing.Required}
+    optional = {key for key, tp in hints.items() if typing.get_origin(tp) is typing.NotRequired}
+    return tuple(sorted((set(getattr(td, "__required_keys__", ())) | marked) - optional))
 
 
 def _is_typeddict(tp: object) -> bool:

@@ -207,6 +207,11 @@ async def test_missing_key_and_version(emulator: str, http: aiohttp.ClientSessio
     assert error["error"] == {"type": "authentication_error", "message": "x-api-key header is required"}
     status, error = await post(http, emulator, body, headers={"x-api-key": "k"})
     assert status == 400 and error["error"]["message"] == "anthropic-version: header is required"
+    status, error = await post(http, emulator, body, headers={"api-key": "k", "anthropic-version": "2023-06-01"})
+    assert status == 401  # Azure's header is no Anthropic key
+    bearer = {"Authorization": "Bearer k", "anthropic-version": "2023-06-01"}
+    status, _ = await post(http, emulator, body, headers=bearer)
+    assert status == 200  # how SDK 2.x sends an API key
 
 
 async def test_dropped_stream_fails_the_sdk(client: AsyncAnthropic, emulator: str, http: aiohttp.ClientSession) -> None:
