@@ -43,6 +43,7 @@ class Capabilities(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tool_result_status: bool = False  # Bedrock Converse `toolResult.status` accepted (Claude 3/4, Nova)
     forced_tool: bool = False  # Bedrock Converse `toolChoice.tool` accepted (Claude 3+, Nova)
     sources: tuple[str, ...] = ()
+    thinking: bool = True  # the model can think at all (Gemini `thinkingConfig`); False: reasoning_effort refused
 
 
 class Model(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
