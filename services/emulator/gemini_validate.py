@@ -24,6 +24,10 @@ THINKING_REQUIRED = "Budget 0 is invalid. This model only works in thinking mode
 """Gemini's 400 message for `thinkingBudget: 0` on a model that always thinks (gemini-2.5-pro), as quoted in
 github.com/snailyp/gemini-balance/issues/206; Google's thinking guide says 2.5 Pro cannot disable thinking."""
 
+THINKING_UNSUPPORTED = "Unable to submit request because thinking is not supported by this model."
+"""Gemini's 400 for a thinkingConfig on a model that cannot think (gemini-2.0-flash), as quoted in
+github.com/googleapis/js-genai/issues/681."""
+
 _ENCODER = msgspec.json.Encoder()
 
 
@@ -207,8 +211,12 @@ def check_capabilities(model: str, request: Mapping[str, Any], catalog: Catalog)
     known = catalog.model_for_upstream(PROVIDER, model)
     if known is None:
         return None
-    thinking = ((request.get("generationConfig") or {}).get("thinkingConfig") or {}).get("thinkingBudget")
-    if thinking == 0 and not known.capabilities.thinking_off:
+    config = (request.get("generationConfig") or {}).get("thinkingConfig") or {}
+    budget = config.get("thinkingBudget")
+    if not known.capabilities.thinking and (budget not in (None, 0) or config.get("thinkingLevel")
+                                            or config.get("includeThoughts")):
+        return THINKING_UNSUPPORTED
+    if budget == 0 and not known.capabilities.thinking_off:
         return THINKING_REQUIRED
     return None
 

@@ -147,3 +147,16 @@ def test_other_efforts_still_reach_a_model_that_always_thinks() -> None:
     _, request = gemini.to_upstream({**HELLO, "reasoning_effort": "low"}, "gemini-2.5-pro",
                                     capabilities=pro.capabilities)
     assert request["generationConfig"]["thinkingConfig"]["thinkingBudget"] > 0
+
+
+def test_a_model_that_cannot_think_refuses_reasoning_effort_but_none_needs_nothing() -> None:
+    flash2 = loader.load().model_for_upstream("gemini", "gemini-2.0-flash")
+    assert flash2 is not None and not flash2.capabilities.thinking
+    body = {**HELLO, "model": "gemini-2.0-flash"}
+    with pytest.raises(InvalidRequest, match="does not think") as caught:
+        gemini.GeminiDialect().request(TARGET, {**body, "reasoning_effort": "low"}, "gemini-2.0-flash",
+                                       capabilities=flash2.capabilities)
+    assert caught.value.param == "reasoning_effort"
+    _, request = gemini.to_upstream({**body, "reasoning_effort": "none"}, "gemini-2.0-flash",
+                                    capabilities=flash2.capabilities)
+    assert "generationConfig" not in request

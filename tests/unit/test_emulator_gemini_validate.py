@@ -89,6 +89,14 @@ def test_the_emulator_refuses_thinking_off_for_a_model_that_always_thinks() -> N
     assert gv.check_capabilities("gemini-2.5-pro", low, catalog) is None
 
 
+def test_the_emulator_refuses_thinking_for_a_model_that_cannot_think() -> None:
+    catalog = loader.load()
+    low = {**HI, "generationConfig": {"thinkingConfig": {"thinkingBudget": 1024}}}
+    assert gv.check_capabilities("gemini-2.0-flash", low, catalog) == gv.THINKING_UNSUPPORTED
+    assert gv.check_capabilities("gemini-2.5-flash", low, catalog) is None
+    assert gv.check_capabilities("gemini-2.0-flash", HI, catalog) is None
+
+
 def _requests() -> list[tuple[str, dict[str, Any]]]:
     tool = {"functionDeclarations": [{"name": "get_weather", "parameters": {
         "type": "OBJECT", "properties": {"city": {"type": "STRING"}}, "required": ["city"]}}]}

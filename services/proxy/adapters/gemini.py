@@ -115,7 +115,11 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str,
     """
     model = str(body.get("model") or upstream_model)
     _check_params(body, model)
-    if body.get("reasoning_effort") == "none" and not capabilities.thinking_off:
+    effort = body.get("reasoning_effort")
+    if effort not in (None, "none") and not capabilities.thinking:
+        raise UnsupportedParameter("reasoning_effort", model, "this model does not think (Gemini refuses a "
+                                                              "thinkingConfig for it); leave reasoning_effort out")
+    if effort == "none" and capabilities.thinking and not capabilities.thinking_off:
         raise UnsupportedParameter("reasoning_effort", model, "this model cannot switch thinking off (Gemini "
                                                               "refuses thinkingBudget 0); use 'minimal' or leave "
                                                               "reasoning_effort out")
@@ -159,7 +163,7 @@ def to_upstream(body: Mapping[str, Any], upstream_model: str,
         request["tools"] = tools
     if tool_config:
         request["toolConfig"] = tool_config
-    config = _generation_config(body, model)
+    config = _generation_config(body, model, thinking=capabilities.thinking)
     if config:
         request["generationConfig"] = config
     action = ":streamGenerateContent?alt=sse" if body.get("stream") else ":generateContent"
@@ -380,7 +384,7 @@ def _tools(body: Mapping[str, Any], model: str) -> tuple[list[dict[str, Any]], d
     return tools, ({"functionCallingConfig": config} if config and tools else None)
 
 
-def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
+def _generation_config(body: Mapping[str, Any], model: str, *, thinking: bool) -> dict[str, Any]:
     config: dict[str, Any] = {}
     for source, target in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed"),
                            ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
@@ -403,7 +407,7 @@ def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     elif response_format is not None and kind != "text":
         raise UnsupportedParameter("response_format", model)
     effort = body.get("reasoning_effort")
-    if effort is not None:
+    if effort is not None and thinking:  # "none" for a model that cannot think already holds: nothing to send
         config["thinkingConfig"] = {"thinkingBudget": _REASONING_BUDGETS[effort]}
     return config
 
