@@ -92,7 +92,7 @@ def error_from(error: Any) -> dict[str, Any]:
         keyword, expected = "type", [kind for sub in error.context for kind in _types(sub.validator_value)]
     if keyword == "type":
         kinds = _types(expected)
-        wanted = " or ".join(_JSON_TYPES.get(kind, kind) for kind in kinds)
+        wanted = " or ".join(dict.fromkeys(_JSON_TYPES.get(kind, kind) for kind in kinds))
         return error_body(f"Invalid type for '{param}': expected {wanted}, but got {_type_of(value)} instead.",
                           param=param, code="invalid_type")
     if keyword in ("enum", "const"):
