@@ -22,7 +22,9 @@ DOCUMENTED_VERSIONS = frozenset({"2023-06-01", "2023-01-01"})
 
 DOCUMENTED_EXTRAS: dict[str, Any] = {"temperature": float, "top_p": float, "top_k": int}
 """Top-level parameters the Messages API reference documents (https://docs.anthropic.com/en/api/messages) that
-SDK 2.x's MessageCreateParams no longer lists; the API still takes them, so they are allowed explicitly."""
+SDK 2.x's MessageCreateParams no longer lists; the API still takes them, so they are allowed explicitly, typed as
+the last SDK that listed them did (anthropic 0.121.0, src/anthropic/types/message_create_params.py at
+anthropics/anthropic-sdk-python@009b035: temperature float 0.0-1.0, top_k int, top_p float)."""
 STREAM = "stream"
 """`stream` is in MessageCreateParamsStreaming / NonStreaming, not in the base TypedDict."""
 SAMPLING_ERROR = "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
