@@ -13,6 +13,7 @@ from catalog.schema import Capabilities
 from services.common.settings import Secret
 from services.emulator import anthropic_format as af
 from services.emulator import anthropic_validate as av
+from services.emulator import openai_format as oa
 from services.proxy.adapters import anthropic as ad
 from services.proxy.adapters import anthropic_inbound as inbound
 from services.proxy.errors import InvalidRequest
@@ -173,3 +174,17 @@ def test_emulated_bodies_and_events_parse_strictly_under_the_sdk_types() -> None
         av.check_message({**af.message_body(text), "latency_ms": 3})
     with pytest.raises(pydantic.ValidationError, match="Extra inputs are not permitted"):
         av.check_event({"type": "ping", "at": 1})
+
+
+def test_inbound_replies_parse_strictly_under_the_sdk_types() -> None:
+    """What /v1/messages callers get from an OpenAI-format route is an Anthropic Message / event, nothing more."""
+    tool = {"name": "f", "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}}}
+    request = inbound.request_to_openai({**INBOUND, "tools": [tool]})
+    for tools in (False, True):
+        reply = oa.plan_reply(request if tools else {**request, "tools": None})
+        completion = oa.completion_body(reply, completion_id="chatcmpl-abc", created=1)
+        av.check_message(inbound.response_from_openai(completion, model="gpt-4o-mini"))
+        stream = inbound.StreamToAnthropic(model="gpt-4o-mini")
+        chunks = oa.stream_chunks(reply, completion_id="chatcmpl-abc", created=1, chunk_words=2, include_usage=True)
+        for _, data in [event for chunk in chunks for event in stream.feed(chunk)] + stream.finish():
+            av.check_event(data)
