@@ -28,8 +28,9 @@ __all__ = ["CHAT", "ENDPOINT", "OVERHEAD_HEADER", "CallerStream", "Upstream", "c
            "run", "stream"]
 
 ENDPOINT = "/v1/chat/completions"
+_INTERRUPTED_CODE = "upstream_stream_interrupted"
 _INTERRUPTED = {"message": "the upstream stream ended before completion", "type": "upstream_error",
-                "param": None, "code": "upstream_stream_interrupted"}
+                "param": None, "code": _INTERRUPTED_CODE}
 
 
 def _upstream_failure(dialect: Dialect, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
@@ -110,8 +111,8 @@ def caller_stream(call: Call, headers: dict[str, str]) -> CallerStream:
     return CallerStream(status=200, headers=headers)
 
 
-async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,
-                 *, inline_trace: bool, open_stream: OpenStream = caller_stream) -> tuple[web.StreamResponse, TraceEvent]:
+async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request, *,
+                 inline_trace: bool, open_stream: OpenStream = caller_stream) -> tuple[web.StreamResponse, TraceEvent]:
     """Streaming: SSE events forwarded as they arrive; usage read from the final chunk on the way."""
     route, model = call.route, call.model
     assert route is not None and model is not None
@@ -231,7 +232,7 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
                     "choices": [], "routeur_trace": trace}) + b"\n\n")
             await _send(out, wire.DONE)
         else:
-            call.stream_broken(failure, broken["error"].get("code") or _INTERRUPTED["code"])
+            call.stream_broken(failure, str(broken["error"].get("code") or _INTERRUPTED_CODE))
             trace = call.trace()
             await _send(out, b"data: " + codec.encode(broken) + b"\n\n")
         await _send_eof(out)

@@ -47,6 +47,6 @@ STATE = web.AppKey("state", ProxyState)
 # Request-scoped values, each set in one place:
 REQUEST_ID = web.RequestKey("request_id", str)  # edge: the request's ULID
 STARTED = web.RequestKey("started", float)  # edge: perf_counter when the request arrived
-RENDER_ERROR = web.RequestKey("render_error", ErrorRenderer)  # an endpoint's handler: its error format
+RENDER_ERROR: web.RequestKey[ErrorRenderer] = web.RequestKey("render_error")  # an endpoint's handler: its error format
 CALL = web.RequestKey("call", Call)  # the pipeline: the metered call (its upstream time, for the overhead)
 TRACE = web.RequestKey("trace", TraceEvent)  # the pipeline: the published trace (for the payload archive)
