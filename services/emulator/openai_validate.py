@@ -109,6 +109,11 @@ def error_from(error: Any) -> dict[str, Any]:
     if keyword == "minItems" and not value:
         return error_body(f"Invalid '{param}': empty array. Expected an array with minimum length {expected}, but got "
                           "an empty array instead.", param=param, code="empty_array")
+    if keyword == "additionalProperties" and expected is False and isinstance(value, dict):
+        declared = error.schema.get("properties") or {}
+        unknown = ", ".join(sorted(key for key in value if key not in declared))
+        where = f" in '{param}'" if param else ""
+        return error_body(f"Unrecognized request argument supplied{where}: {unknown}", param=param or None)
     if keyword in ("anyOf", "oneOf"):
         return error_body(f"Invalid '{param}': the value matches none of the shapes the API reference accepts "
                           "there.", param=param or None, code="invalid_value")

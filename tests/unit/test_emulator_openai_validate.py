@@ -72,6 +72,8 @@ def test_embedding_bodies(validator: OpenAIValidator) -> None:
     assert validator.embedding({"model": "text-embedding-3-small", "input": ["a"], "dimensions": 8}) is None
     error = validator.embedding({"model": "text-embedding-3-small", "input": "a", "encoding_format": "int8"})
     assert error is not None and error["error"]["param"] == "encoding_format"
+    error = validator.embedding({"model": "text-embedding-3-small", "input": "a", "extra": 1})
+    assert error is not None and error["error"]["message"] == "Unrecognized request argument supplied: extra"
 
 
 def test_declared_properties_follow_all_of_and_refs() -> None:
