@@ -54,6 +54,7 @@ def _check(catalog: Catalog, source: str) -> None:
         for route in model.routes:
             if route.provider not in catalog.providers:
                 raise CatalogError(f"{where}: route names unknown provider {route.provider!r}")
-            prices = (route.input_per_m, route.output_per_m, route.cached_input_per_m, route.reasoning_per_m)
+            prices = (route.input_per_m, route.output_per_m, route.cached_input_per_m, route.reasoning_per_m,
+                      route.cache_write_per_m, route.cache_write_1h_per_m)
             if any(price is not None and price < 0 for price in prices):
                 raise CatalogError(f"{where}: prices must not be negative")

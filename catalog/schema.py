@@ -23,6 +23,9 @@ class Route(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     cached_input_per_m: Decimal | None = None
     reasoning_per_m: Decimal | None = None
     source: str = ""
+    # Prompt-cache writes (Anthropic's 5-minute TTL: 1.25x input) and 1-hour writes (2x input); unset: input price.
+    cache_write_per_m: Decimal | None = None
+    cache_write_1h_per_m: Decimal | None = None
 
     @property
     def key(self) -> str:

@@ -52,6 +52,10 @@ class TraceEvent(msgspec.Struct, frozen=True):
     redactions: int = 0
     usage_estimated: bool = False
     payload_url: str | None = None
+    # Prompt-cache writes (Claude routes): 5-minute TTL and 1-hour TTL. With cached_tokens (cache reads) they are
+    # disjoint parts of prompt_tokens, each priced by its own catalog price.
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
 
 class TraceQuery(msgspec.Struct, frozen=True):

@@ -186,7 +186,9 @@ class Call:
         usage = self.usage or wire.Usage()
         route = self.route
         cost = pricing.cost_usd(route, prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                                cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens) \
+                                cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens,
+                                cache_write_tokens=usage.cache_write_tokens,
+                                cache_write_1h_tokens=usage.cache_write_1h_tokens) \
             if route is not None and self.usage is not None else pricing.Decimal(0)
         upstream_ms = (self.upstream_ended - self.upstream_started) * 1000 if self.upstream_started else 0.0
         return TraceEvent(
@@ -218,4 +220,6 @@ class Call:
             attempts=tuple(self.attempts),
             usage_estimated=self.usage_estimated,
             redactions=self.redactions,
+            cache_write_tokens=usage.cache_write_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
         )

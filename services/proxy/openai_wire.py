@@ -1,4 +1,4 @@
-"""Pure helpers for the OpenAI chat-completions wire format: validation, usage, SSE events."""
+"""Pure helpers for the OpenAI chat-completions wire format: body decoding, usage, SSE events."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from typing import Any
 import msgspec
 
 from services.proxy.errors import InvalidRequest
-
-_VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+from services.proxy.openai_request import check_chat as check_chat  # re-exported: callers check bodies here
 
 
 class PromptDetails(msgspec.Struct):
     cached_tokens: int | None = 0
+    # Routeur's own buckets for Claude routes (not OpenAI's): prompt-cache writes, 5-minute and 1-hour TTL; they
+    # do not overlap with cached_tokens (cache reads) and are part of prompt_tokens.
+    cache_write_tokens: int | None = 0
+    cache_write_1h_tokens: int | None = 0
 
 
 class CompletionDetails(msgspec.Struct):
@@ -29,6 +32,14 @@ class Usage(msgspec.Struct):
     @property
     def cached_tokens(self) -> int:
         return (self.prompt_tokens_details.cached_tokens or 0) if self.prompt_tokens_details else 0
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return (self.prompt_tokens_details.cache_write_tokens or 0) if self.prompt_tokens_details else 0
+
+    @property
+    def cache_write_1h_tokens(self) -> int:
+        return (self.prompt_tokens_details.cache_write_1h_tokens or 0) if self.prompt_tokens_details else 0
 
     @property
     def reasoning_tokens(self) -> int:
@@ -93,110 +104,6 @@ def _too_deep(value: Any) -> bool:
 def parse_body(raw: bytes) -> dict[str, Any]:
     """Decode and validate a chat-completions request body; raises InvalidRequest naming the field."""
     return check_chat(decode_json(raw))
-
-
-def check_chat(body: Any) -> dict[str, Any]:
-    """A chat-completions body whose every field has OpenAI's type and range, so that what reaches a provider
-    (or a translation to its format) is well-formed: InvalidRequest (400) naming the first bad field."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' is required and must be a non-empty array", param="messages")
-    for index, message in enumerate(messages):
-        _check_message(message, f"messages[{index}]")
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be a boolean", param="stream")
-    for field in ("max_tokens", "max_completion_tokens"):
-        value = body.get(field)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise InvalidRequest(f"'{field}' must be a positive integer", param=field)
-    for field, kinds in _TYPES.items():
-        value = body.get(field)
-        if value is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
-            names = " or ".join(_TYPE_NAMES[kind] for kind in kinds)
-            raise InvalidRequest(f"'{field}' must be {names}", param=field)
-    if body.get("stream_options") is not None and not stream:
-        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
-    for field in ("tools", "functions"):
-        if not all(isinstance(tool, dict) for tool in body.get(field) or []):
-            raise InvalidRequest(f"'{field}' must be an array of objects", param=field)
-    stop = body.get("stop")
-    if isinstance(stop, list) and not all(isinstance(item, str) for item in stop):
-        raise InvalidRequest("'stop' must be a string or an array of strings", param="stop")
-    for field, (low, high) in _RANGES.items():
-        value = body.get(field)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not low <= value <= high):
-            raise InvalidRequest(f"'{field}' must be a number from {low} to {high}", param=field)
-    return body
-
-
-def _check_message(message: Any, where: str) -> None:
-    if not isinstance(message, dict) or not isinstance(message.get("role"), str) \
-            or message["role"] not in _VALID_ROLES:
-        raise InvalidRequest(f"{where} must be an object with a valid 'role'", param=f"{where}.role")
-    _check_content(message.get("content"), f"{where}.content")
-    for field in ("name", "tool_call_id", "refusal"):
-        if message.get(field) is not None and not isinstance(message[field], str):
-            raise InvalidRequest(f"'{where}.{field}' must be a string", param=f"{where}.{field}")
-    calls = message.get("tool_calls")
-    if calls is not None and not isinstance(calls, list):
-        raise InvalidRequest(f"'{where}.tool_calls' must be an array", param=f"{where}.tool_calls")
-    for index, call in enumerate(calls or []):
-        if not isinstance(call, dict) or not isinstance(call.get("id", ""), str) \
-                or not isinstance(call.get("type", "function"), str) or not _function_call(call):
-            raise InvalidRequest(f"'{where}.tool_calls[{index}]' must be an object with a string 'id' and a "
-                                 "'function' object of string 'name' and 'arguments'",
-                                 param=f"{where}.tool_calls[{index}]")
-    if message.get("function_call") is not None and not isinstance(message["function_call"], dict):
-        raise InvalidRequest(f"'{where}.function_call' must be an object", param=f"{where}.function_call")
-
-
-def _function_call(call: dict[str, Any]) -> bool:
-    """A function tool call (the default type) names its function and passes string arguments."""
-    if call.get("type", "function") != "function":
-        return True
-    function = call.get("function")
-    return isinstance(function, dict) and isinstance(function.get("name"), str) \
-        and isinstance(function.get("arguments", ""), str)
-
-
-def _check_content(content: Any, param: str) -> None:
-    """A message's content is a string, an array of typed parts, or null (OpenAI rejects anything else)."""
-    if content is None or isinstance(content, str):
-        return
-    if not isinstance(content, list):
-        raise InvalidRequest(f"'{param}' must be a string or an array of content parts", param=param)
-    for index, part in enumerate(content):
-        where = f"{param}[{index}]"
-        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise InvalidRequest(f"'{where}' must be a content part object with a 'type'", param=where)
-        for field in ("text", "refusal"):
-            if (field in part or part["type"] == field) and not isinstance(part.get(field), str):
-                raise InvalidRequest(f"'{where}.{field}' must be a string", param=f"{where}.{field}")
-        image = part.get("image_url")
-        if part["type"] == "image_url" and not (isinstance(image, str) or (
-                isinstance(image, dict) and isinstance(image.get("url"), str))):
-            raise InvalidRequest(f"'{where}.image_url' must be an object with a string 'url'",
-                                 param=f"{where}.image_url")
-
-
-# OpenAI's documented ranges (CreateChatCompletionRequest); a value outside them is a 400, not an upstream call.
-_RANGES = {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2), "frequency_penalty": (-2, 2)}
-# The types of the other optional parameters (null is always allowed); providers and the adapters rely on them.
-_TYPES: dict[str, tuple[type, ...]] = {
-    "n": (int,), "seed": (int,), "top_logprobs": (int,), "logprobs": (bool,), "parallel_tool_calls": (bool,),
-    "store": (bool,), "user": (str,), "reasoning_effort": (str,), "service_tier": (str,), "verbosity": (str,),
-    "logit_bias": (dict,), "metadata": (dict,), "response_format": (dict,), "prediction": (dict,),
-    "audio": (dict,), "stream_options": (dict,), "web_search_options": (dict,), "tool_choice": (str, dict),
-    "function_call": (str, dict), "stop": (str, list), "modalities": (list,), "tools": (list,), "functions": (list,),
-}
-_TYPE_NAMES = {int: "an integer", bool: "a boolean", str: "a string", dict: "an object", list: "an array"}
 
 
 def wants_usage_chunk(body: dict[str, Any]) -> bool:

@@ -16,7 +16,7 @@ COLUMNS: tuple[str, ...] = (
     "provider", "upstream_model", "route_reason", "route", "fallback", "attempts", "status_code",
     "stream", "latency_ms", "upstream_latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens",
     "total_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "error_type", "error_code",
-    "redactions", "usage_estimated",
+    "redactions", "usage_estimated", "cache_write_tokens", "cache_write_1h_tokens",
 )
 SELECT_LIST = ", ".join(COLUMNS)
 MAX_PAGE = 500

@@ -155,6 +155,10 @@ CREATE TABLE IF NOT EXISTS rollup_repairs (
 ORDER BY (organization_id, minute)
 TTL written_at + INTERVAL 30 DAY
 """),
+    # Prompt-cache writes (Claude routes), apart from cache reads (`cached_tokens`): 5-minute and 1-hour TTL. Rows
+    # written before read 0; the rollups need nothing, as both are parts of prompt_tokens, which they sum.
+    (13, ("ALTER TABLE traces ADD COLUMN IF NOT EXISTS cache_write_tokens UInt32 DEFAULT 0",
+          "ALTER TABLE traces ADD COLUMN IF NOT EXISTS cache_write_1h_tokens UInt32 DEFAULT 0")),
 )
 
 

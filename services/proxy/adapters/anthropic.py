@@ -94,16 +94,20 @@ class TokenUsage(msgspec.Struct, frozen=True, kw_only=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    cache_write_tokens: int = 0
+    cache_write_tokens: int = 0  # 5-minute TTL writes (all writes when the upstream reports no TTL split)
+    cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
 
     def to_openai(self) -> dict[str, Any]:
-        """The OpenAI CompletionUsage object."""
+        """The OpenAI CompletionUsage object (plus Routeur's cache-write buckets when there were writes)."""
+        details: dict[str, Any] = {"cached_tokens": self.cached_tokens, "audio_tokens": 0}
+        if self.cache_write_tokens or self.cache_write_1h_tokens:
+            details.update(cache_write_tokens=self.cache_write_tokens, cache_write_1h_tokens=self.cache_write_1h_tokens)
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": details,
             "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens, "audio_tokens": 0,
                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
         }
@@ -119,10 +123,13 @@ def usage_from_anthropic(usage: Mapping[str, Any] | None) -> TokenUsage:
     usage = usage or {}
     read = usage.get("cache_read_input_tokens") or 0
     write = usage.get("cache_creation_input_tokens") or 0
+    split = usage.get("cache_creation")
+    write_1h = min(int(split.get("ephemeral_1h_input_tokens") or 0), write) if isinstance(split, Mapping) else 0
     details = usage.get("output_tokens_details") or {}
     return TokenUsage(prompt_tokens=(usage.get("input_tokens") or 0) + read + write,
                       completion_tokens=usage.get("output_tokens") or 0, cached_tokens=read,
-                      cache_write_tokens=write, reasoning_tokens=details.get("thinking_tokens") or 0)
+                      cache_write_tokens=write - write_1h, cache_write_1h_tokens=write_1h,
+                      reasoning_tokens=details.get("thinking_tokens") or 0)
 
 
 # --------------------------------------------------------------------------- OpenAI request -> Anthropic

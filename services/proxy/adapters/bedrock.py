@@ -307,7 +307,8 @@ def usage_to_openai(usage: Mapping[str, Any] | None, *, reasoned: bool = False) 
     """
     usage = usage or {}
     read = int(usage.get("cacheReadInputTokens") or 0)
-    prompt = int(usage.get("inputTokens") or 0) + read + int(usage.get("cacheWriteInputTokens") or 0)
+    write = int(usage.get("cacheWriteInputTokens") or 0)
+    prompt = int(usage.get("inputTokens") or 0) + read + write
     completion = int(usage.get("outputTokens") or 0)
     details: dict[str, int] = {"audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
     if not reasoned:
@@ -316,7 +317,8 @@ def usage_to_openai(usage: Mapping[str, Any] | None, *, reasoned: bool = False) 
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": read, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": read, "audio_tokens": 0,
+                                  **({"cache_write_tokens": write} if write else {})},  # priced as cache writes
         "completion_tokens_details": details,
     }
 
