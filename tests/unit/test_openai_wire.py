@@ -12,24 +12,25 @@ BODY = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
 
 def test_valid_body_parses() -> None:
     assert wire.parse_body(BODY)["model"] == "m"
-    edges = b'{"model": "m", "messages": [{"role": "user"}], "temperature": 2, "top_p": 0, "frequency_penalty": -2}'
+    edges = (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 2, "top_p": 0, '
+             b'"frequency_penalty": -2}')
     assert wire.parse_body(edges)["temperature"] == 2
 
 
 @pytest.mark.parametrize(("raw", "param"), [
     (b"{", None),
     (b"[]", None),
-    (b'{"messages": [{"role": "user"}]}', "model"),
-    (b'{"model": "", "messages": [{"role": "user"}]}', "model"),
+    (b'{"messages": [{"role": "user", "content": "hi"}]}', "model"),
+    (b'{"model": "", "messages": [{"role": "user", "content": "hi"}]}', "model"),
     (b'{"model": "m", "messages": []}', "messages"),
     (b'{"model": "m", "messages": ["hi"]}', "messages[0].role"),
-    (b'{"model": "m", "messages": [{"role": "user"}], "stream": "yes"}', "stream"),
-    (b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": 0}', "max_tokens"),
-    (b'{"model": "m", "messages": [{"role": "user"}], "max_tokens": true}', "max_tokens"),
-    (b'{"model": "m", "messages": [{"role": "user"}], "temperature": 2.5}', "temperature"),
-    (b'{"model": "m", "messages": [{"role": "user"}], "temperature": "hot"}', "temperature"),
-    (b'{"model": "m", "messages": [{"role": "user"}], "top_p": -0.1}', "top_p"),
-    (b'{"model": "m", "messages": [{"role": "user"}], "presence_penalty": 3}', "presence_penalty"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "stream"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}', "max_tokens"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": true}', "max_tokens"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 2.5}', "temperature"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}', "temperature"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_p": -0.1}', "top_p"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "presence_penalty": 3}', "presence_penalty"),
     (b'\xff\xfe', None),
 ])
 def test_invalid_bodies_name_the_field(raw: bytes, param: str | None) -> None:
@@ -39,7 +40,7 @@ def test_invalid_bodies_name_the_field(raw: bytes, param: str | None) -> None:
 
 
 def test_upstream_body_swaps_model_and_always_asks_for_stream_usage() -> None:
-    body = wire.parse_body(b'{"model": "m", "messages": [{"role": "user"}], "stream": true}')
+    body = wire.parse_body(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true}')
     out = wire.upstream_body(body, "upstream-m")
     assert out["model"] == "upstream-m" and out["stream_options"] == {"include_usage": True}
     assert body["model"] == "m" and "stream_options" not in body
