@@ -102,6 +102,7 @@ def test_family_answers_and_the_trace_agrees_at_an_exact_cost(stack: Stack, clie
 def _first_turn(client: openai.OpenAI, model_id: str, stream: bool) -> list[Any]:
     """The function_call items of the first turn, as the SDK parsed them."""
     question = "What's the weather in Lyon?"
+    response: Response
     if stream:
         with client.responses.stream(model=model_id, input=question, tools=TOOLS) as events:
             for _ in events:
@@ -123,6 +124,7 @@ def test_function_tool_round_trip(client: openai.OpenAI, model_id: str, stream: 
     follow_up += [call.model_dump(exclude_unset=True) for call in calls]
     follow_up += [{"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 12}'}
                   for call in calls]
+    final: Response
     if stream:
         with client.responses.stream(model=model_id, input=follow_up, tools=TOOLS) as events:
             final = events.get_final_response()
