@@ -38,12 +38,22 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not _valid_input(body.get("input")):
         raise InvalidRequest("'input' must be a non-empty string, or a non-empty array of non-empty strings, of "
                              f"token ids or of token-id arrays (at most {MAX_INPUTS} items)", param="input")
-    if body.get("encoding_format", "float") not in ("float", "base64"):
+    for name in body:
+        if name not in _FIELDS:  # OpenAI's CreateEmbeddingRequest is a closed object
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name,
+                                 code="unknown_parameter")
+    if "encoding_format" in body and body["encoding_format"] not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
-    dimensions = body.get("dimensions")
-    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
+    if "dimensions" in body and (not isinstance(body["dimensions"], int) or isinstance(body["dimensions"], bool)
+                                 or body["dimensions"] < 1):
         raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
+    if "user" in body and not isinstance(body["user"], str):
+        raise InvalidRequest("'user' must be a string", param="user", code="invalid_type")
     return body
+
+
+_FIELDS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+"""Every field of OpenAI's CreateEmbeddingRequest (none nullable)."""
 
 
 def _valid_input(value: object) -> bool:

@@ -265,7 +265,13 @@ _ROLES: dict[str, Check] = {
 }
 
 
+_PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
+
+
 def _check_message(message: Any, where: str) -> None:
+    if type(message) is dict and len(message) == 2 and type(message.get("content")) is str \
+            and message.get("role") in _PLAIN_ROLES:
+        return  # the common case, {"role": ..., "content": "..."}, without the general walk
     role = message.get("role") if isinstance(message, dict) else None
     check = _ROLES.get(role) if isinstance(role, str) else None
     if check is None:
@@ -283,11 +289,25 @@ _custom_format = _tagged({
                                                              "syntax": _enum("lark", "regex")}, {})}, {},
                        closed=True),
 }, "a custom tool's format")
-_tool = _tagged({
+_any_tool = _tagged({
     "function": _fields({"type": _string, "function": _function}, {}),
     "custom": _fields({"type": _string, "custom": _fields({"name": _string},
                                                           {"description": _string, "format": _custom_format})}, {}),
 }, "a tool")
+
+
+def _tool(value: Any, param: str) -> None:
+    if type(value) is dict and value.get("type") == "function" and len(value) == 2:
+        function = value.get("function")
+        if type(function) is dict and type(function.get("name")) is str \
+                and type(function.get("parameters", _EMPTY)) is dict \
+                and type(function.get("description", "")) is str and type(function.get("strict")) in _FLAG:
+            return  # a plain function tool, without the general walk
+    _any_tool(value, param)
+
+
+_EMPTY: dict[str, Any] = {}
+_FLAG = (bool, type(None))
 _named = _tagged({
     "function": _fields({"type": _string, "function": _fields({"name": _string}, {})}, {}),
     "custom": _fields({"type": _string, "custom": _fields({"name": _string}, {})}, {}),

@@ -4,11 +4,13 @@ below is judged the same way by the proxy and by the spec (tests/openapi.py), an
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
 from services.emulator.openai_validate import OpenAIValidator
+from services.proxy import embeddings
 from services.proxy import openai_wire as wire
 from services.proxy.errors import InvalidRequest
 from tests.openapi import SPEC_PATH
@@ -86,6 +88,11 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("tool_without_type", body_with(tools=[{"function": {"name": "f"}}]), "tools[0].type"),
     ("tool_parameters_array", body_with(tools=[{"type": "function", "function": {"name": "f", "parameters": []}}]),
      "tools[0].function.parameters"),
+    ("tool_strict_number", body_with(tools=[{"type": "function", "function": {"name": "f", "strict": 1}}]),
+     "tools[0].function.strict"),
+    ("tool_description_null", body_with(tools=[{"type": "function", "function": {"name": "f", "description": None}}]),
+     "tools[0].function.description"),
+    ("plain_message_role", body_with(messages=[{"role": "tool", "content": "x"}]), "messages[0].tool_call_id"),
     ("tool_choice_unknown", body_with(tool_choice="any"), "tool_choice"),
     ("tool_choice_no_name", body_with(tool_choice={"type": "function", "function": {}}), "tool_choice.function.name"),
     ("functions_empty", body_with(functions=[]), "functions"),
@@ -204,3 +211,27 @@ def test_deliberately_stricter_than_the_spec_as_the_api_is(body: dict[str, Any],
     with pytest.raises(InvalidRequest) as caught:
         wire.check_chat(body)
     assert caught.value.param == param
+
+
+EMBEDDING = {"model": "text-embedding-3-small", "input": "hello"}
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({**EMBEDDING, "dimensions": None}, "dimensions"), ({**EMBEDDING, "encoding_format": None}, "encoding_format"),
+    ({**EMBEDDING, "user": None}, "user"), ({**EMBEDDING, "user": 7}, "user"),
+    ({**EMBEDDING, "messages": []}, "messages"), ({**EMBEDDING, "task_type": "RETRIEVAL_QUERY"}, "task_type"),
+])
+def test_embedding_bodies_the_spec_refuses_are_refused(spec: OpenAIValidator, body: dict[str, Any],
+                                                        param: str) -> None:
+    assert spec.embedding(body) is not None
+    with pytest.raises(InvalidRequest) as caught:
+        embeddings.parse_body(json.dumps(body).encode())
+    assert (caught.value.status, caught.value.param) == (400, param)
+
+
+@pytest.mark.parametrize("body", [
+    EMBEDDING, {**EMBEDDING, "input": [[1, 2], [3]], "encoding_format": "base64", "dimensions": 256, "user": "u-1"},
+])
+def test_embedding_bodies_the_spec_accepts_pass(spec: OpenAIValidator, body: dict[str, Any]) -> None:
+    assert spec.embedding(body) is None
+    assert embeddings.parse_body(json.dumps(body).encode()) == body
