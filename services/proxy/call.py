@@ -66,6 +66,7 @@ class Call:
     fallback_reason: str | None = None
     redactions: int = 0
     restore: dict[str, str] | None = None  # DLP placeholder -> original, when the policy restores answers
+    dlp_active: bool = False  # the key's DLP policy screens bodies (any mode but off)
     capture: Capture | None = None  # the payload layers, when the key archives payloads
 
     # ------------------------------------------------------------------------------------ transitions
@@ -88,10 +89,12 @@ class Call:
         self.response_headers.update(headers)
         self.capture = capture
 
-    def screened(self, redactions: int, restore: dict[str, str] | None) -> None:
-        """DLP screened the body: `redactions` substitutions, and the map that restores answers when asked."""
+    def screened(self, redactions: int, restore: dict[str, str] | None, *, active: bool = False) -> None:
+        """DLP screened the body: `redactions` substitutions, the map that restores answers when asked, and
+        whether the key's policy looks at all (`active`: any mode but off)."""
         self.redactions = redactions
         self.restore = restore or None
+        self.dlp_active = active
 
     def trying(self, candidate: Candidate) -> None:
         """The next route to call."""

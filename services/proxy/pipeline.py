@@ -147,7 +147,9 @@ def _protect(state: ProxyState, call: Call, admitted: AdmitReply, body: dict[str
     """The key's DLP policy on the body (fails closed): the body to send upstream."""
     settings = admitted.settings or KeySettings()
     redaction = screening.screen(state.dlp_policies, settings.dlp_policy, body)
-    call.screened(redaction.count, redaction.mapping if redaction.restore and redaction.mapping else None)
+    policy = state.dlp_policies.get(settings.dlp_policy)
+    call.screened(redaction.count, redaction.mapping if redaction.restore and redaction.mapping else None,
+                  active=policy is not None and policy.mode != "off")
     return redaction.body
 
 
