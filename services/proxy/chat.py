@@ -16,6 +16,7 @@ from proto.routing import ATTEMPT_HTTP_ERROR, ATTEMPT_TIMEOUT, ATTEMPT_UPSTREAM_
 from proto.trace import TraceEvent
 from services.proxy import dlp
 from services.proxy import openai_wire as wire
+from services.proxy.adapters.errors import GenerationFailed
 from services.proxy.billing_client import reservation
 from services.proxy.call import OVERHEAD_HEADER, Call
 from services.proxy.dialects import Dialect, StreamBroken, StreamDecoder, UpstreamCall, dialect_for
@@ -78,6 +79,8 @@ async def complete(call: Call, upstream: Upstream, target: Target, body: dict[st
     call.first_byte_sent(call.upstream_ended)
     try:
         raw = dialect.response(raw, model=model.id)
+    except GenerationFailed as exc:  # the provider's own reason, with the code its stream would carry
+        raise UpstreamUnavailable(exc.message, code=exc.code) from None
     except (msgspec.DecodeError, ValueError, KeyError, TypeError):
         raise UpstreamUnavailable(f"the provider {route.provider!r} sent a response Routeur cannot read",
                                   code="upstream_bad_response") from None

@@ -143,7 +143,7 @@ def test_a_malformed_output_stop_is_an_error_not_a_normal_stop(reason: str) -> N
     translator.feed("messageStart", {"role": "assistant"})
     with pytest.raises(StreamBroken) as raised:
         translator.feed("messageStop", {"stopReason": reason})
-    assert raised.value.body["error"]["code"] == "upstream_malformed_output"
+    assert raised.value.body["error"]["code"] == "upstream_generation_failed"
 
 
 # --------------------------------------------------------------------------- errors

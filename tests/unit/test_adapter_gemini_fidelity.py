@@ -48,7 +48,7 @@ def test_a_failed_generation_breaks_the_stream_with_an_error(reason: str) -> Non
     buffer = bytearray(b"data: " + msgspec.json.encode(event) + b"\r\n\r\n")
     with pytest.raises(gemini.StreamError) as caught:
         stream.events(buffer)
-    assert caught.value.body["error"]["code"] == "upstream_bad_response"
+    assert caught.value.body["error"]["code"] == "upstream_generation_failed"
     assert reason in caught.value.body["error"]["message"]
 
 

@@ -61,7 +61,7 @@ FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "le
 """OpenAI finish_reason for each Converse StopReason that ends a usable answer."""
 MALFORMED_STOPS = frozenset({"malformed_model_output", "malformed_tool_use"})
 """StopReasons of an answer Bedrock itself flags as unusable (the model's output or tool call did not parse):
-OpenAI has no finish_reason for that, so the proxy answers with an error (`upstream_malformed_output`) the caller
+OpenAI has no finish_reason for that, so the proxy answers with an error (`upstream_generation_failed`) the caller
 can retry, rather than pass broken text or tool arguments off as a normal completion. Together with
 FINISH_REASONS this covers botocore's whole StopReason enum (a test holds it to that)."""
 # Bedrock exception -> (OpenAI type, OpenAI code, HTTP status the proxy should answer with)
@@ -95,18 +95,12 @@ class UnsupportedParameter(errors.UnsupportedParameter):
     api = "AWS Bedrock"
 
 
-class MalformedOutput(ValueError):
+class MalformedOutput(errors.GenerationFailed):
     """Bedrock ended the answer with a StopReason of MALFORMED_STOPS."""
 
     def __init__(self, stop_reason: str) -> None:
         super().__init__(f"the model's output on AWS Bedrock was malformed (stopReason {stop_reason}); retry")
         self.stop_reason = stop_reason
-
-
-def malformed_body(stop_reason: str) -> dict[str, Any]:
-    """The OpenAI error body for an answer Bedrock stopped with a malformed-output StopReason."""
-    return {"error": {"message": str(MalformedOutput(stop_reason)), "type": "server_error", "param": None,
-                      "code": "upstream_malformed_output"}}
 
 
 # --------------------------------------------------------------------------- OpenAI request -> Converse
@@ -420,7 +414,7 @@ class StreamTranslator:
             try:
                 finish = finish_reason(payload.get("stopReason"))
             except MalformedOutput as exc:
-                raise StreamBroken(malformed_body(exc.stop_reason)) from None
+                raise StreamBroken(exc.body()) from None
             self.finished = True
             return [self._chunk({}, finish)]
         if event_type == "metadata":

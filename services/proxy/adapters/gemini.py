@@ -69,7 +69,8 @@ FAILED_REASONS = {
     "NO_IMAGE": "the model was expected to generate an image but did not",
 }
 """Gemini finish reasons meaning the generation failed: no OpenAI finish_reason says that, so the proxy answers
-with an upstream error (502 `upstream_bad_response`; in a stream, an error event) instead of a false `stop`."""
+with an upstream error (502 `upstream_generation_failed`; in a stream, that error event) instead of a false
+`stop`."""
 _REASONING_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 _DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;base64)?,(?P<data>.*)$", re.DOTALL)
 _AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3"}
@@ -85,17 +86,12 @@ class StreamError(errors.StreamBroken):
     """Gemini sent an error object inside the event stream; `body` is the OpenAI-shaped error."""
 
 
-class GenerationFailed(ValueError):
+class GenerationFailed(errors.GenerationFailed):
     """A candidate ended with one of FAILED_REASONS; the message names the Gemini reason and what it means."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(f"Gemini stopped without an answer: {reason} ({FAILED_REASONS[reason]})")
         self.reason = reason
-
-    def body(self) -> dict[str, Any]:
-        """The OpenAI error body for this failure."""
-        return {"error": {"message": str(self), "type": "server_error", "param": None,
-                          "code": "upstream_bad_response"}}
 
 
 # --------------------------------------------------------------------------- request
