@@ -11,6 +11,7 @@ from pathlib import Path
 
 from launcher import procs
 from launcher.stack import Stack, StackConfig
+from services.emulator import openapi_spec
 
 BANNER = """
 Routeur is running.  Proxy: {ROUTEUR_URL}
@@ -46,9 +47,20 @@ def _config(args: argparse.Namespace) -> StackConfig:
         object_store_url = "s3://routeur-payloads"
         extra = {"S3_ENDPOINT_URL": endpoint.url, "S3_ACCESS_KEY": endpoint.access_key,
                  "S3_SECRET_KEY": endpoint.secret_key, "S3_REGION": endpoint.region}
+    if "EMULATOR_VALIDATE" not in os.environ and not _openai_spec_present():
+        # `make run` on a clone without ../shared: the emulator still serves, without checking OpenAI bodies
+        # against a description it cannot read (the test stack never takes this path: it wants the checks)
+        extra["EMULATOR_VALIDATE"] = "0"
+        print("note: OpenAI's OpenAPI description was not found (set OPENAI_OPENAPI_SPEC): the emulator runs "
+              "without its ground-truth checks", file=sys.stderr)
     return StackConfig(data_dir=data_dir, proxy_port=int(os.environ.get("ROUTEUR_PORT", "8080")),
                        emulator=os.environ.get("ROUTEUR_EMULATOR", "auto"), object_store_url=object_store_url,
                        extra_env=extra, proxy_workers=_proxy_workers(), background_nice=_background_nice())
+
+
+def _openai_spec_present() -> bool:
+    configured = os.environ.get("OPENAI_OPENAPI_SPEC", "").strip()
+    return (Path(configured) if configured else openapi_spec.default_path()).exists()
 
 
 def _proxy_workers() -> int:
