@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import msgspec
 
 from services.emulator import openai_format as oa
+from services.emulator.anthropic_cache import CacheUsage
 from services.emulator.openai_format import _text_pieces as text_pieces
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -18,6 +21,14 @@ TOOL_CHOICES = ("auto", "any", "tool", "none")
 ROLES = ("user", "assistant", "system")
 """Message roles; "system" turns are in the SDK's MessageParam (most callers use the top-level `system`)."""
 _ENCODER = msgspec.json.Encoder()
+THINKING_KINDS = ("enabled", "adaptive")
+MIN_THINKING_BUDGET = 1024
+REDACTED_THINKING_TRIGGER = ("ANTHROPIC_MAGIC_STRING_TRIGGER_REDACTED_THINKING_"
+                             "46C9A13E193C177646C7398A98432ECCCE4C1253D5E2D82641AC0E52CC2876CB")
+"""The string Anthropic documents for testing: a request holding it is answered with a redacted_thinking block
+(https://docs.claude.com/en/docs/build-with-claude/extended-thinking#thinking-redaction)."""
+_SIGNING_KEY = b"routeur-emulator-thinking"
+NO_CACHE = CacheUsage()
 
 Event = tuple[str, dict[str, Any]]
 
@@ -40,8 +51,17 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     tool_use: ToolUse | None
     stop_reason: str
     stop_sequence: str | None
-    input_tokens: int
+    input_tokens: int  # what is left of the input once the cache buckets are taken out
     output_tokens: int
+    thinking: str | None = None
+    redacted_thinking: str | None = None
+    cache: CacheUsage = NO_CACHE
+
+
+def sign_thinking(thinking: str) -> str:
+    """The signature of a thinking block (opaque to callers, checked when the block comes back in the history)."""
+    mac = hashlib.blake2b(thinking.encode(), key=_SIGNING_KEY, digest_size=48).digest()
+    return base64.b64encode(b"EmuThink" + mac).decode()
 
 
 # --------------------------------------------------------------------------- errors
@@ -125,6 +145,11 @@ def _check_block(block: object, at: str) -> str | None:
             return f"{at}.input: Input should be a valid dictionary"
     if kind == "tool_result" and not isinstance(block.get("tool_use_id"), str):
         return f"{at}.tool_use_id: Field required"
+    if kind == "thinking" and (not isinstance(block.get("thinking"), str)
+                               or block.get("signature") != sign_thinking(block["thinking"])):
+        return f"{at}: Invalid `signature` in `thinking` block"
+    if kind == "redacted_thinking" and not isinstance(block.get("data"), str):
+        return f"{at}.data: Field required"
     return None
 
 
@@ -199,6 +224,13 @@ def _check_tools(body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def counting_max_tokens(body: Mapping[str, Any]) -> int:
+    """The `max_tokens` a count_tokens body (which has none) is checked with: one more than a thinking budget."""
+    thinking = body.get("thinking")
+    budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+    return budget + 1 if _is_int(budget) else 1
+
+
 def validate_request(body: object) -> dict[str, Any] | None:
     """An Anthropic error body for a request the Messages API would reject with 400, else None."""
     if not isinstance(body, dict):
@@ -234,6 +266,16 @@ def validate_request(body: object) -> dict[str, Any] | None:
         return invalid("stop_sequences: Input should be a valid list of strings")
     if _whitespace_only(system):
         return invalid("system: text content blocks must contain non-whitespace text")
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget: int = thinking.get("budget_tokens")  # type: ignore[assignment]  # checked on the next line
+        if not _is_int(budget) or budget < MIN_THINKING_BUDGET:
+            return invalid(f"thinking.enabled.budget_tokens: Input should be greater than or equal to "
+                           f"{MIN_THINKING_BUDGET}")
+        if body["max_tokens"] <= budget:
+            return invalid("`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
+                           "documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+                           "#max-tokens-and-context-window-size")
     error = _check_messages(messages) or _check_tools(body)
     return invalid(error) if error is not None else None
 
@@ -296,8 +338,25 @@ def count_input_tokens(body: Mapping[str, Any]) -> int:
     return oa.prompt_tokens(_projection(body))
 
 
-def plan_message(body: Mapping[str, Any], *, message_id: str) -> Message:
-    """The deterministic answer to a request that passed `validate_request`."""
+def _thinks(body: Mapping[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in THINKING_KINDS
+
+
+def _thinking_text(projected: Mapping[str, Any]) -> str:
+    """A short deterministic thought about the last user turn."""
+    last: Mapping[str, Any] = next(
+        (m for m in reversed(projected["messages"]) if m.get("role") in ("user", "tool")), {})
+    content = last.get("content")
+    text = content if isinstance(content, str) else " ".join(
+        p.get("text", "") for p in content or [] if isinstance(p, dict))
+    words = len(text.split())
+    return f"The user wrote {words} words. I should answer directly and keep it brief."
+
+
+def plan_message(body: Mapping[str, Any], *, message_id: str, cache: CacheUsage = NO_CACHE) -> Message:
+    """The deterministic answer to a request that passed `validate_request`; `cache` is what the prompt cache
+    read and wrote for it (taken out of input_tokens)."""
     projected = _projection(body)
     reply = oa.plan_reply(projected)
     tool_use: ToolUse | None = None
@@ -321,8 +380,19 @@ def plan_message(body: Mapping[str, Any], *, message_id: str) -> Message:
             position, stop_sequence = min(hits)
             text, stop_reason = text[:position], "stop_sequence"
             output_tokens = oa.count_tokens(text)
+    thinking: str | None = None
+    redacted: str | None = None
+    if _thinks(body):
+        if REDACTED_THINKING_TRIGGER in _ENCODER.encode(body["messages"][-1]).decode():
+            redacted = base64.b64encode(hashlib.blake2b(message_id.encode(), digest_size=48).digest()).decode()
+            output_tokens += 16
+        else:
+            thinking = _thinking_text(projected)
+            output_tokens += oa.count_tokens(thinking)
+    input_tokens = max(0, reply.prompt_tokens - cache.read - cache.write)
     return Message(id=message_id, model=body["model"], text=text, tool_use=tool_use, stop_reason=stop_reason,
-                   stop_sequence=stop_sequence, input_tokens=reply.prompt_tokens, output_tokens=output_tokens)
+                   stop_sequence=stop_sequence, input_tokens=input_tokens, output_tokens=output_tokens,
+                   thinking=thinking, redacted_thinking=redacted, cache=cache)
 
 
 # --------------------------------------------------------------------------- bodies and events
@@ -332,19 +402,28 @@ def usage_body(message: Message, *, output_tokens: int | None = None) -> dict[st
     """The `usage` object of a message (non-streaming, and message_start with the output so far)."""
     return {
         "input_tokens": message.input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+        "cache_creation_input_tokens": message.cache.write,
+        "cache_read_input_tokens": message.cache.read,
+        "cache_creation": {"ephemeral_5m_input_tokens": message.cache.write_5m,
+                           "ephemeral_1h_input_tokens": message.cache.write_1h},
         "output_tokens": message.output_tokens if output_tokens is None else output_tokens,
         "service_tier": "standard",
     }
 
 
+def _thoughts(message: Message) -> list[dict[str, Any]]:
+    if message.redacted_thinking is not None:
+        return [{"type": "redacted_thinking", "data": message.redacted_thinking}]
+    if message.thinking is not None:
+        return [{"type": "thinking", "thinking": message.thinking, "signature": sign_thinking(message.thinking)}]
+    return []
+
+
 def _content(message: Message) -> list[dict[str, Any]]:
     if message.tool_use is not None:
         use = message.tool_use
-        return [{"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]
-    return [{"type": "text", "text": message.text or ""}]
+        return [*_thoughts(message), {"type": "tool_use", "id": use.id, "name": use.name, "input": use.input}]
+    return [*_thoughts(message), {"type": "text", "text": message.text or ""}]
 
 
 def message_body(message: Message) -> dict[str, Any]:
@@ -363,6 +442,20 @@ def stream_events(message: Message, *, chunk_words: int = 3) -> Iterator[Event]:
     start = {**message_body(message), "content": [], "stop_reason": None, "stop_sequence": None,
              "usage": usage_body(message, output_tokens=min(1, message.output_tokens))}
     yield "message_start", {"type": "message_start", "message": start}
+    index = 0
+    for thought in _thoughts(message):
+        if thought["type"] == "redacted_thinking":
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": thought}
+        else:
+            empty = {"type": "thinking", "thinking": "", "signature": ""}
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": empty}
+            for piece in text_pieces(thought["thinking"], max(1, chunk_words)):
+                yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                              "delta": {"type": "thinking_delta", "thinking": piece}}
+            yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                          "delta": {"type": "signature_delta", "signature": thought["signature"]}}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+        index += 1
     if message.tool_use is not None:
         use = message.tool_use
         block: dict[str, Any] = {"type": "tool_use", "id": use.id, "name": use.name, "input": {}}
@@ -372,11 +465,11 @@ def stream_events(message: Message, *, chunk_words: int = 3) -> Iterator[Event]:
     else:
         block = {"type": "text", "text": ""}
         deltas = [{"type": "text_delta", "text": p} for p in text_pieces(message.text or "", max(1, chunk_words))]
-    yield "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+    yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
     yield "ping", {"type": "ping"}
     for delta in deltas:
-        yield "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
-    yield "content_block_stop", {"type": "content_block_stop", "index": 0}
+        yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+    yield "content_block_stop", {"type": "content_block_stop", "index": index}
     usage = {k: v for k, v in usage_body(message).items() if k not in ("cache_creation", "service_tier")}
     yield "message_delta", {"type": "message_delta",
                             "delta": {"stop_reason": message.stop_reason, "stop_sequence": message.stop_sequence},

@@ -11,7 +11,11 @@ from aiohttp import web
 from services.emulator import anthropic_format as af
 from services.emulator import anthropic_validate as av
 from services.emulator import edge
+from services.emulator.anthropic_cache import PromptCache
 from services.emulator.faults import Fault
+
+CACHE = web.AppKey("anthropic_prompt_cache", PromptCache)
+"""Anthropic's prompt cache on /v1/messages (Bedrock's InvokeModel keeps its own)."""
 
 _STATIC_HEADERS = {
     "anthropic-ratelimit-requests-limit": "4000",
@@ -63,7 +67,7 @@ async def _admit(
             return state, body, _json(400, af.invalid(f"anthropic-version: invalid version '{version}'"), request_id)
         if body is not edge.INVALID and (wrong := av.check_body(body, counting=counting)) is not None:
             return state, body, _json(400, af.invalid(wrong), request_id)
-    checked = {"max_tokens": 1, **body} if counting and isinstance(body, dict) else body
+    checked = {"max_tokens": af.counting_max_tokens(body), **body} if counting and isinstance(body, dict) else body
     error = af.validate_request(None if body is edge.INVALID else checked)
     if error is None and state.settings.validate and isinstance(body, dict):
         refused = av.check_capabilities(body, state.settings.catalog)
@@ -101,7 +105,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     fault = state.faults.decide(body["model"])
     if (early := await _intercept(request, state, fault, body["model"], request_id, streaming=streaming)) is not None:
         return early
-    message = af.plan_message(body, message_id="msg_01" + uuid.uuid4().hex[:22])
+    cache = request.app[CACHE].use(body, model=body["model"], input_tokens=af.count_input_tokens(body))
+    message = af.plan_message(body, message_id="msg_01" + uuid.uuid4().hex[:22], cache=cache)
     if not streaming:
         await edge.sleep_ms(fault.plan.ttft_ms)
         return _json(200, af.message_body(message), request_id)
@@ -139,11 +144,15 @@ async def _stream(
 
 async def count_tokens(request: web.Request) -> web.Response:
     request_id = _request_id()
-    _, body, refusal = await _admit(request, request_id, counting=True)
+    state, body, refusal = await _admit(request, request_id, counting=True)
     if refusal is not None:
         return refusal
     assert isinstance(body, dict)
-    return _json(200, {"input_tokens": af.count_input_tokens({"max_tokens": 1, **body})}, request_id)
+    fault = state.faults.decide(body["model"])  # counting can be overloaded or rate limited too
+    if (early := await _intercept(request, state, fault, body["model"], request_id, streaming=False)) is not None:
+        return early
+    return _json(200, {"input_tokens": af.count_input_tokens({"max_tokens": af.counting_max_tokens(body), **body})},
+                 request_id)
 
 
 def register(app: web.Application) -> None:
@@ -151,5 +160,6 @@ def register(app: web.Application) -> None:
     `anthropic` SDK must be importable (GroundTruthMissing names it and EMULATOR_VALIDATE=0 otherwise)."""
     if app[edge.STATE].settings.validate:
         av.require()
+    app[CACHE] = PromptCache()
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)

@@ -192,12 +192,18 @@ def check_body(body: object, *, counting: bool = False) -> str | None:
     return _check_typeddict(body, _params(False), "", {**DOCUMENTED_EXTRAS, STREAM: bool})
 
 
-def check_capabilities(body: Mapping[str, Any], catalog: Catalog) -> str | None:
-    """What the catalog says the body's model refuses (today: temperature with top_p on Claude 4.5 and Opus 4.1)."""
-    model = catalog.model_for_upstream(PROVIDER, str(body.get("model")))
-    if model is None or model.capabilities.sampling != SAMPLING_ONE_OF:
+def check_capabilities(body: Mapping[str, Any], catalog: Catalog, *, provider: str = PROVIDER) -> str | None:
+    """What the catalog says the body's model refuses: temperature with top_p on Claude 4.5 and Opus 4.1, thinking
+    on a model that cannot think (Claude 3.5 Haiku). `provider` is the catalog provider whose upstream id `model`
+    is (Bedrock's InvokeModel takes the same body)."""
+    model = catalog.model_for_upstream(provider, str(body.get("model")))
+    if model is None:
         return None
-    if body.get("temperature") is not None and body.get("top_p") is not None:
+    thinking = body.get("thinking")
+    if not model.capabilities.thinking and isinstance(thinking, dict) and thinking.get("type") != "disabled":
+        return f"'{body.get('model')}' does not support thinking."
+    if model.capabilities.sampling == SAMPLING_ONE_OF and body.get("temperature") is not None \
+            and body.get("top_p") is not None:
         return SAMPLING_ERROR
     return None
 

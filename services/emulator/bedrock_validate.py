@@ -181,3 +181,79 @@ def event_problems(event_type: str, payload: Mapping[str, Any]) -> list[str]:
         return [f"unknown event type {event_type!r}"]
     fields = {k: v for k, v in payload.items() if k != _PADDING}
     return unknown_members(fields, events.members[event_type], event_type)
+
+
+# --------------------------------------------------------------------------- InvokeModel with Anthropic bodies
+
+ANTHROPIC_BEDROCK_VERSION = "bedrock-2023-05-31"
+"""The only `anthropic_version` Bedrock's Claude Messages body takes (model-parameters-anthropic-claude-messages
+-request-response.html)."""
+COUNT_REFUSED = "The provided model doesn't support counting tokens."
+"""CountTokens' ValidationException for an inference-profile id or a model it cannot count (AWS's count-tokens user
+guide: CountTokens takes a foundation model id; some cross-Region-only Claude models are not counted there)."""
+
+
+def check_invoke(model_id: str, raw: bytes, *, stream: bool, content_type: str | None,
+                 accept: str | None) -> str | None:
+    """botocore's ParamValidator on InvokeModel / InvokeModelWithResponseStream (the body is a blob)."""
+    from botocore.validate import ParamValidator
+
+    op = _service_model().operation_model("InvokeModelWithResponseStream" if stream else "InvokeModel")
+    params: dict[str, Any] = {"modelId": model_id, "body": raw}
+    if content_type is not None:
+        params["contentType"] = content_type
+    if accept is not None:
+        params["accept"] = accept
+    return _report(ParamValidator().validate(params, op.input_shape))
+
+
+def check_count_tokens(model_id: str, body: object) -> str | None:
+    """botocore's ParamValidator on CountTokens (rest-json: `input.invokeModel.body` is a base64 blob in the JSON)."""
+    import base64
+    import binascii
+
+    from botocore.validate import ParamValidator
+
+    if not isinstance(body, dict):
+        return "Unable to parse request body: the body must be a JSON object."
+    params: dict[str, Any] = {"modelId": model_id, **body}
+    invoke = (body.get("input") or {}).get("invokeModel") if isinstance(body.get("input"), dict) else None
+    if isinstance(invoke, dict) and isinstance(invoke.get("body"), str):
+        try:
+            blob = base64.b64decode(invoke["body"], validate=True)
+        except (binascii.Error, ValueError):
+            return "Unable to parse request body: input.invokeModel.body is not base64."
+        params["input"] = {**body["input"], "invokeModel": {**invoke, "body": blob}}
+    op = _service_model().operation_model("CountTokens")
+    return _report(ParamValidator().validate(params, op.input_shape))
+
+
+def _report(report: Any) -> str | None:
+    if not report.has_errors():
+        return None
+    lines = [line.strip() for line in report.generate_report().splitlines() if line.strip()]
+    return f"{len(lines)} validation error{'s' if len(lines) > 1 else ''} detected: " + "; ".join(lines)
+
+
+def malformed(problem: str) -> str:
+    """Bedrock's ValidationException wording for a model body its JSON schema refuses."""
+    return f"Malformed input request: #: {problem}, please reformat your input and try again."
+
+
+def anthropic_body_problem(body: object) -> str | None:
+    """What Bedrock's own schema refuses in a Claude Messages body before the model sees it: not an object, no or
+    another `anthropic_version`, the keys the anthropic SDK's Bedrock client moves out of the body (`model`,
+    `stream`), an `anthropic_beta` that is not a list of strings."""
+    if not isinstance(body, dict):
+        return malformed("expected type: JSONObject")
+    if "anthropic_version" not in body:
+        return malformed("required key [anthropic_version] not found")
+    if body["anthropic_version"] != ANTHROPIC_BEDROCK_VERSION:
+        return malformed(f"anthropic_version: {body['anthropic_version']!r} is not a valid enum value")
+    for key in ("model", "stream"):
+        if key in body:
+            return malformed(f"extraneous key [{key}] is not permitted")
+    betas = body.get("anthropic_beta")
+    if betas is not None and (not isinstance(betas, list) or not all(isinstance(b, str) for b in betas)):
+        return malformed("anthropic_beta: expected type: JSONArray of strings")
+    return None

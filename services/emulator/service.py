@@ -5,7 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.common.health import add_health_routes
-from services.emulator import admin_routes, anthropic_routes, bedrock_routes, gemini_routes, openai_routes
+from services.emulator import (
+    admin_routes,
+    anthropic_routes,
+    bedrock_invoke,
+    bedrock_routes,
+    gemini_routes,
+    openai_routes,
+)
 from services.emulator.edge import STATE, EmulatorState
 from services.emulator.settings import Settings
 
@@ -30,5 +37,6 @@ def make_app(settings: Settings) -> web.Application:
     anthropic_routes.register(app)
     gemini_routes.register(app)
     bedrock_routes.register(app)
+    bedrock_invoke.register(app)
     add_health_routes(app, ready)
     return app

@@ -1,4 +1,6 @@
-"""POST /v1/messages: Anthropic-format callers served by the chat pipeline, answered in Anthropic's format."""
+"""POST /v1/messages: Anthropic-format callers. Claude routes (Anthropic, Bedrock) take the body natively
+(messages_native.py); every other route gets it translated to OpenAI's form and served by chat.py, the answer
+rendered back in Anthropic's format."""
 
 from __future__ import annotations
 
@@ -8,13 +10,18 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from services.proxy import chat
+from proto.trace import TraceEvent
+from services.proxy import chat, messages_native
 from services.proxy import openai_wire as wire
 from services.proxy.adapters import anthropic_inbound as inbound
 from services.proxy.adapters.anthropic import TranslationError, UnsupportedParameter
+from services.proxy.billing_client import reservation
 from services.proxy.call import Call
 from services.proxy.chat import CallerStream
+from services.proxy.endpoint import Endpoint
 from services.proxy.errors import InvalidRequest, ProxyError
+from services.proxy.providers import Target
+from services.proxy.upstream import Upstream
 
 ENDPOINT = "/v1/messages"
 _OVERLOADED_CODES = frozenset({"overloaded", "overloaded_error"})
@@ -42,11 +49,21 @@ def error_response(error: ProxyError, request_id: str) -> web.Response:
 
 
 def parse(raw: bytes) -> dict[str, Any]:
-    """The endpoint's parser: an Anthropic Messages body checked and translated to an OpenAI chat body (the
-    caller's model id stays the body's `model`, so the pipeline's Call holds it for every reply)."""
+    """The endpoint's parser: an Anthropic Messages body checked for what every route needs (model, max_tokens,
+    messages, blocks); it stays in Anthropic's form for the pipeline (routing, DLP, the archive) and is translated
+    only for a route that is not Claude's (`translate`)."""
     body = wire.decode_json(raw)
     try:
-        translated = inbound.request_to_openai(inbound.check_request(body))
+        return inbound.check_request(body)
+    except TranslationError as exc:
+        raise InvalidRequest(exc.message, param=exc.param) from None
+
+
+def translate(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as an OpenAI chat body for a route that is not Claude's (the caller's model id stays `model`);
+    what it cannot carry is a 400 naming it."""
+    try:
+        translated = inbound.request_to_openai(body)
     except UnsupportedParameter as exc:
         raise InvalidRequest(exc.message, param=exc.param, code="unsupported_parameter") from None
     except TranslationError as exc:
@@ -56,9 +73,20 @@ def parse(raw: bytes) -> dict[str, Any]:
     return wire.check_chat(translated)  # what the translation made must be a well-formed OpenAI body
 
 
+async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,
+              inline_trace: bool) -> tuple[web.StreamResponse, TraceEvent]:
+    """One attempt: native on a Claude route, else translated through the chat endpoint's attempt."""
+    if messages_native.serves(target):
+        return await messages_native.run(call, upstream, target, body, request, inline_trace)
+    return await chat.run(call, upstream, target, translate(body), request, inline_trace,
+                          open_stream=AnthropicStream.open)
+
+
 def render(response: web.Response, call: Call) -> web.Response:
     """The pipeline's OpenAI `chat.completion` reply as an Anthropic message naming the model the caller asked
     for (status and headers kept)."""
+    if isinstance(response, messages_native.NativeResponse):
+        return response
     assert isinstance(response.body, bytes)
     completion = _decoder.decode(response.body)
     message = inbound.response_from_openai(completion, model=call.requested_model)
@@ -141,5 +169,5 @@ def _encode(events: list[tuple[str, dict[str, Any]]]) -> bytes:
     return b"".join(inbound.encode_event(name, data) for name, data in events)
 
 
-MESSAGES = chat.endpoint(ENDPOINT, parse, open_stream=AnthropicStream.open, render=render,
-                         render_error=error_response)
+MESSAGES = Endpoint(path=ENDPOINT, kind="chat", parse=parse, reserve=reservation, run=run, render=render,
+                    render_error=error_response)

@@ -22,13 +22,14 @@ from services.proxy.embeddings import EMBEDDINGS
 from services.proxy.endpoint import Endpoint
 from services.proxy.errors import MethodNotAllowed, NotFound, ProxyError, error_response
 from services.proxy.messages import MESSAGES
+from services.proxy.messages_count import MESSAGES_COUNT
 from services.proxy.responses import RESPONSES
 from services.proxy.state import CALL, RENDER_ERROR, REQUEST_ID, STARTED, STATE, TRACE, ProxyState
 from services.proxy.upstream import client_session
 
 __all__ = ["ENDPOINTS", "ProxyState", "client_session", "edge", "make_app"]
 
-ENDPOINTS: tuple[Endpoint, ...] = (CHAT, EMBEDDINGS, MESSAGES, RESPONSES)
+ENDPOINTS: tuple[Endpoint, ...] = (CHAT, EMBEDDINGS, MESSAGES, MESSAGES_COUNT, RESPONSES)
 """The metered endpoints, each served by the pipeline with its own parse and renderers."""
 
 log = get_logger()

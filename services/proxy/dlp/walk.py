@@ -10,6 +10,10 @@ from typing import Any
 # `function_call.arguments` (these two are JSON documents held in a string), and an embeddings `input`
 # (a string or a list of strings; token-id arrays are left alone). Names are left alone. The same walk
 # serves a request's messages and a completion's `choices[].message`.
+# Anthropic Messages bodies (/v1/messages, served natively on Claude routes) share `messages[].content` text
+# blocks; also visited there: the top-level `system` (a string or text blocks), `tool_result` content (a string or
+# blocks) and the string values inside a `tool_use` block's `input`. Thinking blocks are never visited: their
+# signature covers their text, and the API refuses a changed one.
 
 Visit = Callable[[str, bool], str]  # (text, is_json_document) -> the same text object, or a new one
 
@@ -22,6 +26,11 @@ def walk_request(body: dict[str, Any], visit: Visit) -> dict[str, Any]:
         new_messages = each(messages, lambda m: walk_message(m, visit))
         if new_messages is not messages:
             out["messages"] = new_messages
+    system = body.get("system")
+    if isinstance(system, str):
+        out["system"] = visit(system, False)
+    elif isinstance(system, list):
+        out["system"] = each(system, lambda part: _part(part, visit))
     value = body.get("input")
     if isinstance(value, str):
         out["input"] = visit(value, False)
@@ -75,6 +84,18 @@ def _part(part: Any, visit: Visit) -> Any:
     if not isinstance(part, dict):
         return part
     key = part.get("type")
+    if key == "tool_result":
+        content = part.get("content")
+        if isinstance(content, str):
+            text = visit(content, False)
+            return part if text is content else {**part, "content": text}
+        if isinstance(content, list):
+            blocks = each(content, lambda block: _part(block, visit))
+            return part if blocks is content else {**part, "content": blocks}
+        return part
+    if key == "tool_use":
+        value = visit_strings(part.get("input"), visit)
+        return part if value is part.get("input") else {**part, "input": value}
     if key not in ("text", "refusal") or not isinstance(part.get(key), str):
         return part
     text = visit(part[key], False)
@@ -94,3 +115,15 @@ def _arguments(function: dict[str, Any], visit: Visit) -> dict[str, Any]:
         return function
     text = visit(arguments, True)
     return function if text is arguments else {**function, "arguments": text}
+
+
+def visit_strings(value: Any, visit: Visit) -> Any:
+    """`value` (decoded JSON) with every string in it visited as plain text; the same object when none changed."""
+    if isinstance(value, str):
+        return visit(value, False)
+    if isinstance(value, list):
+        return each(value, lambda item: visit_strings(item, visit))
+    if isinstance(value, dict):
+        changed = {key: visit_strings(item, visit) for key, item in value.items()}
+        return value if all(changed[key] is value[key] for key in value) else changed
+    return value
