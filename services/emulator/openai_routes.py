@@ -20,6 +20,7 @@ import msgspec
 from aiohttp import web
 
 from services.emulator import openai_format as oa
+from services.emulator import responses_format as rf
 from services.emulator.edge import (
     ENTRY,
     INVALID,
@@ -34,6 +35,7 @@ from services.emulator.faults import Fault
 from services.emulator.openai_validate import OpenAIValidator
 
 VALIDATOR = web.AppKey("openai_validator", OpenAIValidator)
+RESPONSES = web.AppKey("openai_responses", rf.ResponseStore)
 
 _STATIC_HEADERS = {
     "openai-version": "2020-10-01",
@@ -159,11 +161,60 @@ async def _chat(request: web.Request, *, deployment: str | None) -> web.StreamRe
     return await _stream(request, chunks, fault, started)
 
 
+async def responses(request: web.Request) -> web.StreamResponse:
+    """POST /v1/responses (OpenAI's Bearer key)."""
+    return await _responses(request, azure=False)
+
+
+async def azure_responses(request: web.Request) -> web.StreamResponse:
+    """Azure OpenAI's v1 API: POST /openai/v1/responses with the `api-key` header; `model` names the deployment."""
+    return await _responses(request, azure=True)
+
+
+async def _responses(request: web.Request, *, azure: bool) -> web.StreamResponse:
+    started = time.monotonic()
+    state, body, refusal = await _admit(request, started, azure=azure)
+    if refusal is not None:
+        return refusal
+    if not isinstance(body, dict):
+        return _json(400, oa.invalid_json_body(), started)
+    error = None
+    if (validator := request.app.get(VALIDATOR)) is not None:
+        error = validator.responses(body)
+    elif not isinstance(body.get("model"), str) or body.get("input") is None:
+        error = oa.error_body("'model' and 'input' are required", param="model")
+    if error is not None:
+        return _json(400, error, started)
+    store = request.app[RESPONSES]
+    history: list[dict[str, Any]] | None = None
+    if isinstance(previous := body.get("previous_response_id"), str):
+        history = store.get(previous)
+        if history is None:
+            return _json(400, rf.previous_not_found(previous), started)
+    messages = rf.conversation(body, history)
+    streaming = bool(body.get("stream"))
+    fault = state.faults.decide(body["model"])
+    if (early := await _intercept(request, state, fault, body["model"], started, streaming=streaming)) is not None:
+        return early
+    reply = oa.plan_reply(rf.chat_view(body, messages))
+    response_id = "resp_" + uuid.uuid4().hex
+    created = int(time.time())
+    if body.get("store", True) is not False:
+        store.put(response_id, rf.stored_messages(messages, reply))
+    if not streaming:
+        await sleep_ms(fault.plan.ttft_ms)
+        return _json(200, rf.response_body(reply, body, response_id=response_id, created=created), started)
+    events = rf.stream_events(reply, body, response_id=response_id, created=created,
+                              chunk_words=state.settings.chunk_words)
+    return await _stream(request, events, fault, started, named=True)
+
+
 async def _stream(
-    request: web.Request, chunks: Iterable[dict[str, Any]], fault: Fault, started: float
+    request: web.Request, chunks: Iterable[dict[str, Any]], fault: Fault, started: float, *, named: bool = False
 ) -> web.StreamResponse:
-    """Send `chunks` as SSE `data:` events then `data: [DONE]`, honouring the fault's timing, drop and stall;
-    progress and outcome are noted on the request's log entry."""
+    """Send `chunks` as SSE `data:` events then `data: [DONE]` (or, `named`, as Responses events each with an
+    `event:` line and no `[DONE]`), honouring the fault's timing, drop and stall; progress and outcome are noted
+    on the request's log entry."""
     response = web.StreamResponse(status=200, headers={**_headers(started), **_SSE_HEADERS})
     response.enable_chunked_encoding()
     drop, stall = fault.drop_after_chunks, fault.stall_after_chunks
@@ -184,6 +235,8 @@ async def _stream(
                 drop_connection(request)
                 return response
             data = b"data: " + _ENCODER.encode(chunk) + b"\n\n"
+            if named:
+                data = b"event: " + chunk["type"].encode() + b"\n" + data
             await response.write(data)
             entry["chunks_sent"] += 1
             entry["bytes_sent"] += len(data)
@@ -191,7 +244,8 @@ async def _stream(
             entry["outcome"] = "dropped"
             drop_connection(request)
             return response
-        await response.write(b"data: [DONE]\n\n")
+        if not named:
+            await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         entry["outcome"] = "completed"
     except ConnectionError:  # the client went away; nothing left to tell it
@@ -245,7 +299,10 @@ def register(app: web.Application) -> None:
     settings = app[STATE].settings
     if settings.validate:
         app[VALIDATOR] = OpenAIValidator(Path(settings.openai_spec))
+    app[RESPONSES] = rf.ResponseStore()
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/openai/v1/responses", azure_responses)
     app.router.add_post("/openai/deployments/{deployment}/chat/completions", azure_chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model:.+}", retrieve_model)

@@ -19,6 +19,7 @@ from services.emulator.openai_format import error_body
 
 CHAT_SCHEMA = "CreateChatCompletionRequest"
 EMBEDDING_SCHEMA = "CreateEmbeddingRequest"
+RESPONSES_SCHEMA = "CreateResponse"
 AZURE_CHAT_EXTENSIONS = frozenset({"data_sources"})
 """Azure OpenAI's own chat-completions fields (its "On Your Data" extension), accepted on Azure paths only."""
 
@@ -49,6 +50,8 @@ class OpenAIValidator:
         self._chat = openapi_spec.fast_validator(spec_path, CHAT_SCHEMA)
         self._embedding = openapi_spec.fast_validator(spec_path, EMBEDDING_SCHEMA)
         self._chat_fields = declared_properties(spec_path, CHAT_SCHEMA)
+        self._responses = openapi_spec.fast_validator(spec_path, RESPONSES_SCHEMA)
+        self._responses_fields = declared_properties(spec_path, RESPONSES_SCHEMA)
         import jsonschema
 
         self._best_match = jsonschema.exceptions.best_match
@@ -61,6 +64,13 @@ class OpenAIValidator:
         if azure:
             body = {key: value for key, value in body.items() if key not in extensions}
         return self._refusal(self._chat, body)
+
+    def responses(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A CreateResponse body (OpenAI's and Azure's v1 API alike): undeclared fields refused by name."""
+        unknown = sorted(key for key in body if key not in self._responses_fields)
+        if unknown:
+            return error_body(f"Unrecognized request argument supplied: {', '.join(unknown)}")
+        return self._refusal(self._responses, body)
 
     def embedding(self, body: dict[str, Any]) -> dict[str, Any] | None:
         return self._refusal(self._embedding, body)

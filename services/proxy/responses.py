@@ -1,5 +1,6 @@
-"""POST /v1/responses: OpenAI Responses API callers served by the chat pipeline on every route (the request
-translated to the chat form, the reply and stream translated back to a `response` and its typed events)."""
+"""POST /v1/responses: OpenAI Responses API callers served by the metered pipeline on every route. OpenAI and
+Azure OpenAI routes take the body as it is (responses_native.py); every other route gets it translated to the
+chat form, the reply and stream translated back to a `response` and its typed events."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from aiohttp import web
 from proto.trace import TraceEvent
 from services.proxy import chat
 from services.proxy import openai_wire as wire
+from services.proxy import responses_native as native
 from services.proxy import responses_wire as rw
+from services.proxy.adapters.openai import speaks_responses
 from services.proxy.billing_client import reservation
 from services.proxy.call import Call
 from services.proxy.chat import CallerStream
@@ -95,8 +98,18 @@ def _render(response: web.Response, call: Call, settings: Mapping[str, Any]) -> 
 
 async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,
               inline_trace: bool) -> tuple[web.StreamResponse, TraceEvent]:
-    """One attempt through chat's run, its reply or stream translated to the Responses format."""
+    """One attempt. A route that serves the Responses API gets the caller's own body when the key's DLP policy
+    changed nothing in it (and saw all of its text); every other route gets the screened chat translation
+    through chat's run, its reply or stream translated back, once nothing it cannot honour is asked."""
     original = rw.check_request(wire.decode_json(await request.read()))  # aiohttp keeps the read body
+    if speaks_responses(target) and call.redactions == 0 and not (call.dlp_active and rw.translatable(original)[1]):
+        return await native.run(call, upstream, target, original, request, inline_trace)
+    refused = rw.refusal(original)
+    if refused is not None:
+        if speaks_responses(target):  # the route takes it, but not once DLP has rewritten the conversation
+            refused.message += (" The key's DLP policy redacted this request, so it is sent screened and "
+                                "translated to chat completions rather than passed through.")
+        raise refused
     settings = rw.echo(original)
 
     def open_stream(call: Call, headers: dict[str, str]) -> CallerStream:

@@ -8,26 +8,39 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from proto import codec
 from services.proxy import openai_wire as wire
 from services.proxy.errors import InvalidRequest
 
-# What a translated route honours. Everything else CreateResponse defines is refused by name (see _REFUSED).
-_ACCEPTED = frozenset({
+# CreateResponse's top-level fields (../shared/specs/openai-openapi.yaml); any other is refused on every route.
+_FIELDS = frozenset({
+    "background", "context_management", "conversation", "include", "input", "instructions", "max_output_tokens",
+    "max_tool_calls", "metadata", "model", "moderation", "parallel_tool_calls", "previous_response_id", "prompt",
+    "prompt_cache_key", "prompt_cache_options", "prompt_cache_retention", "reasoning", "safety_identifier",
+    "service_tier", "store", "stream", "stream_options", "temperature", "text", "tool_choice", "tools",
+    "top_logprobs", "top_p", "truncation", "user",
+})
+# What a route translated to chat completions honours; the other fields are refused there by name (_REFUSED),
+# and passed through on routes that serve the Responses API themselves.
+_TRANSLATED = frozenset({
     "model", "input", "instructions", "tools", "tool_choice", "max_output_tokens", "temperature", "top_p",
     "reasoning", "text", "metadata", "stream", "store", "parallel_tool_calls", "user", "safety_identifier",
     "prompt_cache_key", "service_tier", "truncation", "include", "stream_options",
 })
-# Server-side state and features a chat-completions upstream has no counterpart for: a 400 naming them.
+_STATE = "this route's provider speaks chat completions and keeps no responses (OpenAI and Azure OpenAI routes do)"
 _REFUSED = {
-    "previous_response_id": "Routeur keeps no responses, and this route's provider does not either; send the whole "
-                            "conversation in 'input' instead",
-    "conversation": "Routeur keeps no conversations; send the whole conversation in 'input' instead",
-    "background": "background responses need server-side state Routeur does not keep",
-    "prompt": "stored prompt templates are not available on this route; send 'instructions' and 'input'",
-    "max_tool_calls": "this route cannot cap built-in tool calls",
+    "previous_response_id": f"{_STATE}; send the whole conversation in 'input' instead",
+    "conversation": f"{_STATE}; send the whole conversation in 'input' instead",
+    "background": f"background responses need server-side state: {_STATE}",
+    "prompt": "stored prompt templates live on OpenAI's servers; send 'instructions' and 'input'",
+    "max_tool_calls": "this route runs no built-in tools to cap",
     "top_logprobs": "this route does not return log probabilities through /v1/responses",
     "prompt_cache_retention": "this route cannot set a prompt cache retention",
+    "prompt_cache_options": "this route cannot set prompt cache options",
+    "context_management": "this route cannot compact the context server-side",
+    "moderation": "this route cannot moderate server-side",
 }
 _MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
 _TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
@@ -51,22 +64,47 @@ def _bad(param: str, message: str) -> InvalidRequest:
 
 
 def check_request(body: Any) -> dict[str, Any]:
-    """A CreateResponse body a translated route can honour; InvalidRequest naming the first field it cannot."""
+    """A CreateResponse body every route can be tried with (a JSON object naming its model and input, only
+    CreateResponse's fields): InvalidRequest otherwise. What a translated route cannot honour is `refusal`'s."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise _bad("model", "'model' is required and must be a non-empty string")
+    unknown = sorted(name for name in body if name not in _FIELDS)
+    if unknown:
+        raise InvalidRequest(f"Unrecognized request argument supplied: {', '.join(unknown)}", param=unknown[0])
+    if body.get("input") is None and body.get("previous_response_id") is None \
+            and body.get("conversation") is None and body.get("prompt") is None:
+        raise _bad("input", "'input' is required: a string or an array of input items")
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
+        raise _bad("stream", "'stream' must be a boolean")
+    value = body.get("max_output_tokens")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise _bad("max_output_tokens", "'max_output_tokens' must be a positive integer")
+    for name in ("metadata", "reasoning", "text"):
+        if body.get(name) is not None and not isinstance(body[name], dict):
+            raise _bad(name, f"'{name}' must be an object")
+    return body
+
+
+def refusal(body: dict[str, Any]) -> InvalidRequest | None:
+    """The 400 naming the first thing in a checked body a route translated to chat completions cannot honour."""
+    try:
+        _refuse_settings(body)
+        to_chat(body)
+    except InvalidRequest as exc:
+        return exc
+    return None
+
+
+def _refuse_settings(body: dict[str, Any]) -> None:
     for name, value in body.items():
         if name in _REFUSED and value is not None:
             raise _unsupported(name, _REFUSED[name])
-        if name not in _ACCEPTED and name not in _REFUSED:
-            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name)
-    if body.get("input") is None:
-        raise _bad("input", "'input' is required: a string or an array of input items")
     if body.get("store"):
-        raise _unsupported("store", "Routeur retains no bodies, so responses cannot be stored; send store=false "
-                                    "or leave it out")
+        raise _unsupported("store", "Routeur retains no bodies, and this route's provider stores no responses; "
+                                    "send store=false or leave it out (OpenAI and Azure OpenAI routes take it)")
     if body.get("include"):
         raise _unsupported("include", "this route cannot add extra output data; leave 'include' out")
     if body.get("truncation") not in (None, "disabled"):
@@ -75,17 +113,43 @@ def check_request(body: Any) -> dict[str, Any]:
     if options is not None and (not isinstance(options, dict) or set(options) - {"include_obfuscation"}):
         raise _unsupported("stream_options", "only 'include_obfuscation' is understood (Routeur adds no "
                                              "obfuscation padding)")
-    reasoning = body.get("reasoning")
-    if reasoning is not None:
-        if not isinstance(reasoning, dict):
-            raise _bad("reasoning", "'reasoning' must be an object")
-        for name, value in reasoning.items():
-            if name != "effort" and value is not None:
-                raise _unsupported(f"reasoning.{name}", "this route returns no reasoning summaries or context")
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise _bad("metadata", "'metadata' must be an object")
-    return body
+    for name, value in (body.get("reasoning") or {}).items():
+        if name != "effort" and value is not None:
+            raise _unsupported(f"reasoning.{name}", "this route returns no reasoning summaries or context")
+
+
+def translatable(body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """(the part of a checked body a chat translation can carry, whether any caller text was left out): what
+    the pipeline routes, reserves and screens. Settings and items without a chat counterpart are left out."""
+    out = {name: value for name, value in body.items() if name in _TRANSLATED and name not in (
+        "store", "include", "truncation", "stream_options")}
+    out["reasoning"] = {"effort": (body.get("reasoning") or {}).get("effort")}
+    if isinstance(body.get("tools"), list):
+        out["tools"] = [t for t in body["tools"] if isinstance(t, dict) and t.get("type") == "function"]
+    choice = body.get("tool_choice")
+    if choice is not None and not ((isinstance(choice, str) and choice in _TOOL_CHOICE_MODES) or (
+            isinstance(choice, dict) and choice.get("type") == "function")):
+        del out["tool_choice"]
+    items = body.get("input")
+    dropped = False
+    if isinstance(items, list):
+        kept = []
+        for item in items:
+            kind = item.get("type", "message") if isinstance(item, dict) else None
+            if kind == "message" and isinstance(item.get("content"), list):
+                parts = [p for p in item["content"] if isinstance(p, dict) and (
+                    p.get("type") in ("input_text", "output_text", "refusal")
+                    or (p.get("type") == "input_image" and isinstance(p.get("image_url"), str)))]
+                dropped = dropped or len(parts) != len(item["content"])
+                kept.append({**item, "content": parts})
+            elif kind in ("message", "function_call", "function_call_output"):
+                kept.append(item)
+            else:
+                dropped = dropped or kind != "reasoning" or bool(item.get("summary") or item.get("content"))
+        out["input"] = kept or ""
+    elif items is None:
+        out["input"] = ""
+    return out, dropped
 
 
 def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,8 +166,10 @@ def to_chat(body: Mapping[str, Any]) -> dict[str, Any]:
     elif isinstance(items, list) and items:
         for index, item in enumerate(items):
             _add_item(messages, item, f"input[{index}]")
+    elif isinstance(items, list):
+        messages.append({"role": "user", "content": ""})  # nothing left to translate: an empty turn
     else:
-        raise _bad("input", "'input' must be a string or a non-empty array of input items")
+        raise _bad("input", "'input' must be a string or an array of input items")
     out: dict[str, Any] = {"model": body["model"], "messages": messages}
     for name in ("temperature", "top_p", "parallel_tool_calls", "service_tier", "prompt_cache_key",
                  "safety_identifier", "user"):
@@ -357,6 +423,71 @@ def from_completion(completion: Mapping[str, Any], *, response_id: str, model: s
 # ------------------------------------------------------------------------------------------------ stream
 
 
+class _InputDetails(msgspec.Struct):
+    cached_tokens: int | None = 0
+
+
+class _OutputDetails(msgspec.Struct):
+    reasoning_tokens: int | None = 0
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    input_tokens_details: _InputDetails | None = None
+    output_tokens_details: _OutputDetails | None = None
+
+
+class _Reply(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+class EventInfo(msgspec.Struct):
+    """What the proxy reads of a passed-through Responses stream event."""
+
+    type: str = ""
+    sequence_number: int | None = None
+    response: _Reply | None = None
+
+
+_reply_decoder = msgspec.json.Decoder(_Reply)
+_event_decoder = msgspec.json.Decoder(EventInfo)
+TERMINAL = frozenset({"response.completed", "response.incomplete"})
+FAILED = frozenset({"response.failed", "error"})
+
+
+def chat_usage(usage_: _Usage | None) -> wire.Usage | None:
+    """A Responses `usage` as the trace's usage (input → prompt, output → completion, cached, reasoning)."""
+    if usage_ is None:
+        return None
+    cached = (usage_.input_tokens_details.cached_tokens or 0) if usage_.input_tokens_details else 0
+    reasoning = (usage_.output_tokens_details.reasoning_tokens or 0) if usage_.output_tokens_details else 0
+    return wire.Usage(prompt_tokens=usage_.input_tokens, completion_tokens=usage_.output_tokens,
+                      total_tokens=usage_.total_tokens or usage_.input_tokens + usage_.output_tokens,
+                      prompt_tokens_details=wire.PromptDetails(cached_tokens=cached),
+                      completion_tokens_details=wire.CompletionDetails(reasoning_tokens=reasoning))
+
+
+def reply_usage(raw: bytes) -> wire.Usage | None:
+    """The usage of a non-streamed `response` body, if it has one."""
+    try:
+        return chat_usage(_reply_decoder.decode(raw).usage)
+    except msgspec.DecodeError:
+        return None
+
+
+def event_info(event: bytes) -> EventInfo | None:
+    """The type, sequence number and usage of one Responses SSE event (its `data:` line), or None."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                return _event_decoder.decode(line[5:].strip())
+            except msgspec.DecodeError:
+                return None
+    return None
+
+
 def encode_event(event: Mapping[str, Any]) -> bytes:
     """One Responses SSE event (`event:` line named for its type)."""
     return b"event: " + event["type"].encode() + b"\ndata: " + codec.encode(event) + b"\n\n"
@@ -496,6 +627,6 @@ def _text_part(text: str) -> dict[str, Any]:
 
 
 def parse(raw: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the checked CreateResponse body, its chat-completions translation) for a raw request body."""
+    """(the checked CreateResponse body, the chat-completions translation of its translatable part)."""
     body = check_request(wire.decode_json(raw))
-    return body, wire.check_chat(to_chat(body))
+    return body, wire.check_chat(to_chat(translatable(body)[0]))

@@ -207,3 +207,58 @@ def test_what_a_route_cannot_honour_is_a_400_naming_it(client: openai.OpenAI, pa
         client.responses.create(model="claude-sonnet-4.5", input=QUESTION, **params)
     error = caught.value.response.json()["error"]
     assert error["param"] == param and error["code"] == "unsupported_parameter"
+
+
+def _emulator_requests(stack: Stack, limit: int = 5) -> list[dict[str, Any]]:
+    _, seen = http_json("GET", f"{stack.children['emulator'].url}/_emulator/requests?limit={limit}")
+    return seen["requests"]  # type: ignore[no-any-return]
+
+
+def test_openai_routes_pass_the_body_through_with_store_off_by_default(stack: Stack, client: openai.OpenAI) -> None:
+    response = client.responses.create(model="gpt-4o-mini", instructions="Answer briefly.", input=QUESTION,
+                                       metadata={"team": "search"}, extra_headers=TRACE)
+    entry = _emulator_requests(stack, 1)[-1]
+    assert entry["path"] == "/v1/responses" and "authorization" not in entry["headers"]
+    assert entry["body"]["store"] is False and entry["body"]["metadata"] == {"team": "search"}
+    assert entry["body"]["instructions"] == "Answer briefly." and entry["body"]["input"] == QUESTION
+    assert response.metadata == {"team": "search"} and response.output_text
+    assert response.model_extra["routeur_trace"]["endpoint"] == "/v1/responses"  # type: ignore[index]
+
+
+def test_previous_response_id_works_where_the_provider_keeps_state(client: openai.OpenAI) -> None:
+    first = client.responses.create(model="gpt-4o-mini", input="Remember the word 'delta'.", store=True)
+    second = client.responses.create(model="gpt-4o-mini", input="Which word?", previous_response_id=first.id,
+                                     extra_headers=TRACE)
+    assert second.previous_response_id == first.id and second.output_text
+    assert second.model_extra["routeur_trace"]["provider"] == "openai"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as caught:  # store=false (the default here): nothing was kept
+        client.responses.create(model="gpt-4o-mini", input="Again?",
+                                previous_response_id=client.responses.create(model="gpt-4o-mini", input="x").id)
+    assert caught.value.response.json()["error"]["code"] == "previous_response_not_found"
+
+
+def test_openai_falls_back_to_azure_v1_responses(stack: Stack, client: openai.OpenAI) -> None:
+    emulator = stack.children["emulator"].url
+    http_json("PUT", f"{emulator}/_emulator/faults/gpt-4o-mini", body={"status": 503, "fail_times": 1})
+    try:
+        events = _events(client, model="gpt-4o-mini", input=QUESTION, extra_headers=TRACE)
+    finally:
+        http_json("DELETE", f"{emulator}/_emulator/faults")
+    streamed = events[-1]["routeur_trace"]
+    assert (streamed["provider"], streamed["status_code"]) == ("azure", 200) and streamed["fallback"]
+    assert events[-2]["type"] == "response.completed" and events[-2]["response"]["usage"]["total_tokens"] == \
+        streamed["total_tokens"] > 0
+    entry = _emulator_requests(stack, 1)[-1]
+    assert entry["path"] == "/openai/v1/responses" and "api-key" not in entry["headers"]
+    assert entry["body"]["model"] == "gpt-4o-mini"
+
+
+def test_a_key_with_dlp_that_finds_nothing_still_passes_through(stack: Stack) -> None:
+    _, key = org_key(stack, dlp_policy="redact_restore")
+    caller = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=key, max_retries=0)
+    first = caller.responses.create(model="gpt-4o-mini", input="Nothing sensitive here.", store=True)
+    assert _emulator_requests(stack, 1)[-1]["path"] == "/v1/responses"
+    with pytest.raises(openai.BadRequestError) as caught:  # redacted: translated, so no server-side state
+        caller.responses.create(model="gpt-4o-mini", input=f"mail {EMAIL}", previous_response_id=first.id)
+    error = caught.value.response.json()["error"]
+    assert error["param"] == "previous_response_id" and "DLP" in error["message"]

@@ -70,13 +70,30 @@ def test_json_schema_text_format_becomes_response_format() -> None:
     ({"include": ["reasoning.encrypted_content"]}, "include"),
     ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, "input[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content[0].type"),
-    ({"frobnicate": 1}, "frobnicate"),
 ])
-def test_what_cannot_be_honoured_is_a_400_naming_it(extra: dict[str, Any], param: str) -> None:
-    body = {"model": "m", "input": "x", **extra}
-    with pytest.raises(InvalidRequest) as raised:
-        rw.parse(json.dumps(body).encode())
-    assert raised.value.param == param and raised.value.status == 400
+def test_what_a_translated_route_cannot_honour_is_a_400_naming_it(extra: dict[str, Any], param: str) -> None:
+    body = rw.check_request({"model": "m", "input": "x", **extra})  # every route may be tried with it
+    refused = rw.refusal(body)
+    assert refused is not None and refused.param == param and refused.status == 400
+    assert refused.code == "unsupported_parameter"
+
+
+def test_unknown_fields_are_refused_on_every_route() -> None:
+    with pytest.raises(InvalidRequest, match="Unrecognized request argument supplied: frobnicate"):
+        rw.parse(b'{"model": "m", "input": "x", "frobnicate": 1}')
+
+
+def test_translatable_part_leaves_out_state_and_says_when_caller_text_was_left_out() -> None:
+    body: dict[str, Any] = {"model": "m", "previous_response_id": "resp_1", "store": True,
+                            "tools": [TOOL, {"type": "web_search"}],
+                            "input": [{"type": "reasoning", "id": "rs_1", "summary": []},
+                                      {"role": "user", "content": [{"type": "input_text", "text": "hi"}]}]}
+    part, dropped = rw.translatable(body)
+    assert part["tools"] == [TOOL] and "store" not in part and "previous_response_id" not in part
+    assert len(part["input"]) == 1 and dropped is False  # an opaque reasoning item carries no caller text
+    body["input"].append({"role": "user", "content": [{"type": "input_file", "file_data": "secret"}]})
+    assert rw.translatable(body)[1] is True
+    assert rw.refusal(rw.translatable(body)[0]) is None
 
 
 COMPLETION: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1700000000, "model": "m",

@@ -23,8 +23,24 @@ class _OpenAIStream:
         return []
 
 
+NATIVE_RESPONSES_PROVIDERS = frozenset({"openai"})
+"""Providers of the `openai` format that serve the Responses API themselves (and keep its server-side state);
+the other OpenAI-compatible hosts (DeepSeek, Mistral, Groq, Together) speak chat completions only."""
+
+
+def speaks_responses(target: Target) -> bool:
+    """Whether `target` takes a Responses API body as it is (OpenAI, and Azure OpenAI's v1 API)."""
+    return target.format == "azure" or (target.format == "openai" and target.provider in NATIVE_RESPONSES_PROVIDERS)
+
+
 class OpenAIDialect:
     """OpenAI chat completions at `{base_url}/chat/completions` with a Bearer key."""
+
+    def responses_request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
+        """A Responses API body passed through to `{base_url}/responses`, naming the route's model."""
+        return UpstreamCall(f"{target.base_url}/responses",
+                            {"Authorization": f"Bearer {target.api_key.reveal()}", "Content-Type": "application/json"},
+                            codec.encode({**body, "model": upstream_model}))
 
     def request(self, target: Target, body: dict[str, Any], upstream_model: str,
                 *, capabilities: Capabilities = DEFAULT_CAPABILITIES) -> UpstreamCall:
@@ -54,3 +70,9 @@ class AzureDialect(OpenAIDialect):
             f"{target.base_url}/openai/deployments/{deployment}/chat/completions?api-version={target.api_version}",
             {"api-key": target.api_key.reveal(), "Content-Type": "application/json"},
             codec.encode(wire.upstream_body(body, upstream_model)))
+
+    def responses_request(self, target: Target, body: dict[str, Any], upstream_model: str) -> UpstreamCall:
+        """Azure's v1 API (`/openai/v1/responses`, no api-version): the deployment is the body's `model`."""
+        return UpstreamCall(f"{target.base_url}/openai/v1/responses",
+                            {"api-key": target.api_key.reveal(), "Content-Type": "application/json"},
+                            codec.encode({**body, "model": upstream_model}))
