@@ -16,7 +16,9 @@ from catalog.schema import Catalog
 from launcher import procs
 from launcher.nats import NatsServer
 from launcher.rules import HEADER, PREFERRED_MODEL, default_rules, demo_model, written_by_launcher
+from launcher.secretfile import write_private
 from launcher.seed import seed_demo
+from services.common.sealing import PrivateSealKey, parse_private_keys
 
 # Order matters: dependencies first, the proxy (the public port) last.
 SERVICES = ("emulator", "tracer", "router", "billing", "archiver", "proxy")
@@ -86,8 +88,8 @@ class Stack:
         self._monitor: threading.Thread | None = None
 
     def _load_secrets(self) -> dict[str, str]:
-        """Admin token, demo key, billing's key-hashing secret and the archive master key, made once per data
-        dir (survive restarts)."""
+        """Admin token, demo key, billing's key-hashing secret, the archive master key and the archiver's
+        X25519 sealing key, made once per data dir (survive restarts; written 0600 atomically)."""
         path = self.data_dir / "secrets.env"
         values: dict[str, str] = {}
         if path.exists():
@@ -95,14 +97,13 @@ class Stack:
         wanted = {"ROUTEUR_ADMIN_TOKEN": lambda: "rt-admin-" + secrets.token_urlsafe(24),
                   "ROUTEUR_API_KEY": lambda: "rk-" + secrets.token_urlsafe(32),
                   "BILLING_KEY_SECRET": lambda: secrets.token_urlsafe(48),
-                  "ROUTEUR_MASTER_KEY": lambda: "k1:" + base64.b64encode(secrets.token_bytes(32)).decode()}
+                  "ROUTEUR_MASTER_KEY": lambda: "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+                  "ARCHIVER_SEAL_KEY": lambda: PrivateSealKey.generate("s1").text()}
         if all(name in values for name in wanted):
             return values
         for name, make in wanted.items():
             values.setdefault(name, make())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
-        path.chmod(0o600)
+        write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
         return values
 
     def _emulator_wanted(self) -> bool:
@@ -130,6 +131,14 @@ class Stack:
             if other.service == other.name:
                 env[_PORT_VARS[other.service]] = str(other.port)
         env[_PORT_VARS[child.service]] = str(child.port)
+        seal_key = env.get("ARCHIVER_SEAL_KEY") or self.secrets["ARCHIVER_SEAL_KEY"]
+        if child.service == "archiver":
+            env["ARCHIVER_SEAL_KEY"] = seal_key
+        else:
+            env.pop("ARCHIVER_SEAL_KEY", None)  # the private key stays with the archiver
+        if child.service == "proxy" and not env.get("PROXY_ARCHIVE_PUBLIC_KEY"):
+            ring = parse_private_keys(seal_key, variable="ARCHIVER_SEAL_KEY")
+            env["PROXY_ARCHIVE_PUBLIC_KEY"] = ring.active.public.text()
         if child.service == "proxy":
             env["PROXY_WORKERS"] = str(self.config.proxy_workers)
         if child.service in ("tracer", "archiver") and self.config.background_nice:
@@ -312,8 +321,5 @@ class Stack:
     def write_env(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "env"
-        temp = path.with_suffix(".tmp")
-        temp.write_text("".join(f"{key}={value}\n" for key, value in self.info().items()))
-        temp.chmod(0o600)
-        os.replace(temp, path)
+        write_private(path, "".join(f"{key}={value}\n" for key, value in self.info().items()))
         return path

@@ -24,6 +24,7 @@ ABOUT = ("Routeur's payload archiver: consumes request/response bodies from JetS
 
 async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
     keys = settings_module.require_master_keys(settings)
+    seal_keys = settings_module.require_seal_keys(settings)
     configure_logging("archiver", settings.base.log_level)
     log = get_logger()
     if settings.master_key_placeholder:
@@ -39,7 +40,7 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
         js = nc.jetstream()
         await bus.ensure_streams(js, (subjects.PAYLOAD_STREAM,), replicas=settings.stream_replicas)
         archiver = Archiver(nc=nc, js=js, store=store, keys=keys,
-                            link_keys=derive_link_keys(keys, settings.link_key.reveal()),
+                            link_keys=derive_link_keys(keys, settings.link_key.reveal()), seal_keys=seal_keys,
                             url_ttl_s=settings.url_ttl_s, retention_days=settings.retention_days,
                             sweep_interval_s=settings.sweep_interval_s, batch=settings.batch)
         await archiver.start()
@@ -47,7 +48,8 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
         runner = await serve(make_app(archiver, store, nc), host=settings.base.host, port=settings.base.port)
         stack.push_async_callback(runner.cleanup)
         log.info("archiver_started", port=settings.base.port, store=repr(store), active_kid=keys.active.kid,
-                 kids=len(keys.keys), retention_days=settings.retention_days,
+                 kids=len(keys.keys), seal_kid=seal_keys.active.kid, seal_kids=len(seal_keys.keys),
+                 retention_days=settings.retention_days,
                  link_key="separate" if settings.link_key else "derived")
         await stop.wait()
         log.info("archiver_stopping")

@@ -23,6 +23,9 @@ class ArchiverMetrics:
         self.undecodable = Counter("routeur_archiver_undecodable",
                                    "Archive messages dropped: undecodable, or ids that cannot name an object",
                                    registry=self.registry)
+        self.plaintext_accepted = Counter("routeur_archiver_plaintext_accepted",
+                                          "Archive messages that crossed the bus unsealed (a proxy older than "
+                                          "payload sealing), archived all the same", registry=self.registry)
         self.lag = Gauge("routeur_archiver_consumer_lag", "Archive messages in the stream not yet delivered",
                          registry=self.registry)
         self.put_latency = Histogram("routeur_archiver_put_seconds", "Object store write duration",

@@ -19,15 +19,17 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from proto import codec, subjects
 from proto.payload import PayloadArchive, PayloadFetchReply, PayloadFetchRequest, PayloadLinkReply, PayloadLinkRequest
-from services.archiver import envelope, errors, links, objects
+from services.archiver import envelope, errors, inbound, links, objects
 from services.archiver.envelope import KeyRing
 from services.archiver.errors import ArchiverError, EnvelopeError, InvalidKey, InvalidLink, ObjectNotFound
 from services.archiver.links import LinkKeys
 from services.archiver.metrics import ArchiverMetrics
 from services.archiver.store import ObjectStore, S3Store
+from services.common import sealing
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
+from services.common.sealing import InvalidSealKey, SealingError, SealKeyRing, UnknownSealKey
 
 log = get_logger()
 
@@ -51,13 +53,14 @@ class Archiver:
     """Owns the payload consumer, the link/fetch handlers and the retention sweep; `store` does the I/O."""
 
     def __init__(self, *, nc: Client, js: JetStreamContext, store: ObjectStore, keys: KeyRing, link_keys: LinkKeys,
-                 url_ttl_s: int, retention_days: int, sweep_interval_s: float, batch: int,
+                 seal_keys: SealKeyRing, url_ttl_s: int, retention_days: int, sweep_interval_s: float, batch: int,
                  clock: Callable[[], float] = time.time) -> None:
         self._nc = nc
         self._js = js
         self._store = store
         self._keys = keys
         self._link_keys = link_keys
+        self._seal_keys = seal_keys
         self._url_ttl_s = url_ttl_s
         self._retention_days = retention_days
         self._sweep_interval_s = sweep_interval_s
@@ -136,20 +139,33 @@ class Archiver:
                     log.warning("payload_heartbeat_failed", error=type(exc).__name__)
 
     async def _archive(self, msg: Msg) -> None:
-        """Seal and put one archive, then ack; nak with back-off on a store failure; term what never decodes."""
+        """Open the proxy's sealed box, seal and put one archive, then ack; nak with back-off on a store failure
+        or a box sealed to a key this archiver lacks; term what never decodes or opens."""
         delivered = msg.metadata.num_delivered or 1
         if delivered > 1:
             self.metrics.redeliveries.inc()
         try:
-            archive = codec.decode(msg.data, PayloadArchive)
+            opened = await asyncio.to_thread(inbound.open_message, msg.data, self._seal_keys)
+            archive = opened.archive
             key = objects.object_key(archive.organization_id, archive.request_id)
-        except (msgspec.DecodeError, InvalidKey) as exc:  # bytes that will never archive: log sizes, not content
+        except UnknownSealKey as exc:  # ARCHIVER_SEAL_KEY lacks an old key: keep the message for one that has it
+            delay = min(MAX_RETRY_DELAY_S, 2.0 ** min(delivered - 1, 6))
+            self.metrics.failures.labels(reason=exc.code).inc()
+            log.error("payload_seal_key_unknown", kid=exc.kid, attempt=delivered, retry_in_s=delay,
+                      detail="list this key id in ARCHIVER_SEAL_KEY after the active key")
+            await self._settle(msg.nak, delay=delay)
+            return
+        except (msgspec.DecodeError, InvalidKey, SealingError) as exc:  # never archives: log sizes, not content
             log.error("payload_message_rejected", reason=_code(exc), size=len(msg.data),
                       stream_seq=msg.metadata.sequence.stream if msg.metadata.sequence else None)
             self.metrics.undecodable.inc()
             await self._settle(msg.term)
             return
         structlog.contextvars.bind_contextvars(request_id=archive.request_id)  # this task's context only
+        if opened.legacy:
+            self.metrics.plaintext_accepted.inc()
+            log.warning("payload_plaintext_accepted", detail="archive from a proxy older than payload sealing "
+                        "(crossed the bus in clear); upgrade every proxy and set PROXY_ARCHIVE_PUBLIC_KEY")
         started = time.perf_counter()
         kid = self._keys.active.kid
         try:
@@ -237,6 +253,8 @@ class Archiver:
                 log.exception("payload_fetch_failed", error=type(exc).__name__)
                 reply = _fetch_error(503, "payload archive is unavailable", errors.FETCH_STORE_UNAVAILABLE)
                 outcome = "error"
+        if reply.status == 200 and not reply.sealed:  # fetch() only answers bodies sealed to the reply key
+            reply, outcome = _fetch_error(500, "payload archive is unavailable", errors.FETCH_UNREADABLE), "error"
         data = codec.encode(reply)
         if len(data) > self._nc.max_payload:
             log.error("payload_fetch_too_large", bytes=len(data), max_payload=self._nc.max_payload)
@@ -247,7 +265,12 @@ class Archiver:
         await msg.respond(data)
 
     async def fetch(self, request: PayloadFetchRequest) -> tuple[PayloadFetchReply, str]:
-        """Verify the link, read and open the archive: (reply with the JSON body or an error, outcome)."""
+        """Verify the link, read and open the archive, seal the body to the request's one-time key: (reply with
+        the sealed JSON body or an error, outcome). A request without a key is refused: its body would cross
+        the bus in clear."""
+        if len(request.reply_key) != sealing.KEY_BYTES:
+            return _fetch_error(400, "payload fetch requests must carry a 32-byte X25519 reply_key (a proxy older "
+                                "than payload sealing: upgrade it)", errors.FETCH_INVALID_REQUEST), "no_reply_key"
         try:
             claims = links.verify(request.request_id, request.query, keys=self._link_keys, now_s=self._clock())
         except InvalidLink as exc:
@@ -264,18 +287,22 @@ class Archiver:
             return _fetch_error(503, "payload archive store is unavailable; retry later",
                                 errors.FETCH_STORE_UNAVAILABLE), "store_unavailable"
         try:
-            archive, body = await asyncio.to_thread(self._open, blob, claims.request_id)
+            archive, body = await asyncio.to_thread(self._open, blob, claims.request_id, request.reply_key)
+        except InvalidSealKey:
+            return _fetch_error(400, "reply_key is not a usable X25519 public key", errors.FETCH_INVALID_REQUEST), \
+                "bad_reply_key"
         except (EnvelopeError, msgspec.DecodeError) as exc:
             log.error("payload_unreadable", error=_code(exc))
             return _fetch_error(500, "the archived payload cannot be read", errors.FETCH_UNREADABLE), "unreadable"
         if archive.organization_id != claims.organization_id or archive.request_id != claims.request_id:
             log.warning("payload_link_foreign")
             return _fetch_error(403, INVALID_LINK_MESSAGE, errors.FETCH_INVALID_LINK), "invalid_foreign"
-        return PayloadFetchReply(status=200, body=body), "ok"
+        return PayloadFetchReply(status=200, body=body, sealed=True), "ok"
 
-    def _open(self, blob: bytes, request_id: str) -> tuple[PayloadArchive, bytes]:
+    def _open(self, blob: bytes, request_id: str, reply_key: bytes) -> tuple[PayloadArchive, bytes]:
+        """The archive, and its fetch body sealed to `reply_key` (bound to the request id)."""
         archive = objects.decode_archive(envelope.open_sealed(blob, request_id, self._keys))
-        return archive, objects.fetch_body(archive)
+        return archive, inbound.seal_fetch_body(objects.fetch_body(archive), archive.request_id, reply_key)
 
     # ------------------------------------------------------------------------------------ retention
 

@@ -8,11 +8,13 @@ import msgspec
 
 from services.archiver.envelope import MASTER_KEY_VARIABLE, KeyRing, parse_master_keys
 from services.archiver.errors import InvalidMasterKey
+from services.common.sealing import InvalidSealKey, SealKeyRing, parse_private_keys
 from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
 from services.common.skeleton import BaseSettings, load_base
 from services.common.usage import REQUIRED, Variable
 
 LINK_KEY_VARIABLE = "ROUTEUR_PAYLOAD_LINK_KEY"
+SEAL_KEY_VARIABLE = "ARCHIVER_SEAL_KEY"
 MIN_LINK_KEY_CHARS = 32
 MAX_URL_TTL_S = 7 * 86_400
 PLACEHOLDER = "CHANGE_ME"  # deploy/k8s ships a format-valid placeholder key containing this
@@ -24,6 +26,8 @@ VARIABLES = (
     Variable("ARCHIVER_PORT", "8084", "its port"),
     Variable("ROUTEUR_MASTER_KEY", REQUIRED, "kid:base64 of 32 random bytes (e.g. "
              "k1:$(openssl rand -base64 32)); older keys after the active one, comma-separated"),
+    Variable(SEAL_KEY_VARIABLE, REQUIRED, "kid:base64 of the archiver's 32-byte X25519 private key: proxies seal "
+             "payloads to its public key (PROXY_ARCHIVE_PUBLIC_KEY); older keys after the active one, comma-separated"),
     Variable("ROUTEUR_PAYLOAD_LINK_KEY", "", "≥ 32 characters: signs payload links (unset: derived from the "
              "master key)"),
     Variable("OBJECT_STORE_URL", "file://./.data/objects", "file://<dir> or s3://<bucket>[/prefix]"),
@@ -51,6 +55,7 @@ class Settings(msgspec.Struct, frozen=True):
     # store alone; the archiver itself calls require_master_keys() before it starts.
     master_keys: KeyRing | None
     master_key_placeholder: bool
+    seal_keys: SealKeyRing | None  # None only when unset (the migrate Job); require_seal_keys() at start
     link_key: Secret
     url_ttl_s: int
     retention_days: int
@@ -73,6 +78,16 @@ def _master_keys(environ: Mapping[str, str]) -> KeyRing | None:
         raise SettingsError(str(exc)) from None
 
 
+def _seal_keys(environ: Mapping[str, str]) -> SealKeyRing | None:
+    raw = environ.get(SEAL_KEY_VARIABLE, "")
+    if not raw:
+        return None
+    try:
+        return parse_private_keys(raw, variable=SEAL_KEY_VARIABLE)
+    except InvalidSealKey as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def load(environ: Mapping[str, str]) -> Settings:
     link_key = env_secret(environ, "ROUTEUR_PAYLOAD_LINK_KEY", "")
     if link_key and len(link_key.reveal()) < MIN_LINK_KEY_CHARS:
@@ -89,6 +104,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         s3_region=env_str(environ, "S3_REGION", "us-east-1"),
         master_keys=_master_keys(environ),
         master_key_placeholder=PLACEHOLDER in environ.get("ROUTEUR_MASTER_KEY", ""),
+        seal_keys=_seal_keys(environ),
         link_key=link_key,
         url_ttl_s=env_int(environ, "PAYLOAD_URL_TTL_S", 900),
         retention_days=env_int(environ, "ARCHIVER_RETENTION_DAYS", 30),
@@ -109,3 +125,13 @@ def require_master_keys(settings: Settings) -> KeyRing:
                             "'kid:base64 of 32 random bytes' (e.g. k1:$(openssl rand -base64 32)); list older "
                             "keys after the active one, comma-separated, to keep reading objects they sealed")
     return settings.master_keys
+
+
+def require_seal_keys(settings: Settings) -> SealKeyRing:
+    """The archiver's X25519 keys, or a SettingsError saying how to set them (sealed payloads cannot open
+    without)."""
+    if settings.seal_keys is None:
+        raise SettingsError(f"environment variable {SEAL_KEY_VARIABLE} is required by the archiver: 'kid:base64 of a "
+                            "32-byte X25519 private key' (make run writes one to .data/secrets.env; in Kubernetes "
+                            "the routeur-secrets Secret); give the proxies its public key as PROXY_ARCHIVE_PUBLIC_KEY")
+    return settings.seal_keys

@@ -43,6 +43,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 INFO = b"routeur-seal-v1"
+ONE_TIME_KID = "once"  # the key id of one-time recipient keys (a payload fetch's reply key): nothing to rotate
 _KID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 
 

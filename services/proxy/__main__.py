@@ -77,7 +77,8 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
         billing.start()
         stack.push_async_callback(billing.close, timeout=FLUSH_TIMEOUT_S)
         metrics = ProxyMetrics()
-        payloads = PayloadPublisher(js, buffer_bytes=settings.payload_buffer_bytes, dropped=metrics.payloads_dropped)
+        payloads = PayloadPublisher(js, buffer_bytes=settings.payload_buffer_bytes, dropped=metrics.payloads_dropped,
+                                    seal_to=settings.archive_public_key)
         payloads.start()
         stack.push_async_callback(payloads.close, timeout=FLUSH_TIMEOUT_S)
         metrics.payload_backlog.set_function(lambda: payloads.buffered_bytes)

@@ -1,5 +1,6 @@
 """Payload capture: the four layers of one request, assembled only for keys that archive payloads, and
-published to JetStream off the response path (the archiver encrypts and stores them).
+published to JetStream off the response path, sealed to the archiver's X25519 public key: JetStream holds
+ciphertext only, and the archiver opens the box and stores its own envelope.
 
 Nothing here waits for S3, and a request never fails because archiving is slow or down: JetStream absorbs
 a slow archiver, and while NATS itself is unreachable archives wait in a memory buffer bounded in bytes
@@ -15,10 +16,12 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter
 
 from proto import codec, subjects
-from proto.payload import PayloadArchive
+from proto.payload import PayloadArchive, archive_aad
 from proto.trace import TraceEvent
+from services.common import sealing
 from services.common.logs import get_logger
 from services.common.retry_queue import RetryQueue
+from services.common.sealing import PublicSealKey
 
 log = get_logger()
 
@@ -67,12 +70,27 @@ def fit(layers: tuple[bytes, ...], max_bytes: int) -> tuple[bytes, ...]:
     return tuple(layer[:size] for layer, size in zip(layers, sizes, strict=True))
 
 
-class PayloadPublisher:
-    """Publishes archives with Nats-Msg-Id = request_id (a retried publish is stored once), retrying until
-    JetStream acks; at most `buffer_bytes` of archives wait in memory."""
+def seal_archive(archive: PayloadArchive, recipient: PublicSealKey, encoded: bytes | None = None) -> bytes:
+    """The bus message for `archive` (`encoded`: its codec encoding, when already made): ids and time in
+    clear, everything else in a box only `recipient` opens (a fresh ephemeral key each time; the request id
+    and organization are its associated data)."""
+    plaintext = codec.encode(archive) if encoded is None else encoded
+    box = sealing.seal(plaintext, archive_aad(archive.request_id, archive.organization_id), recipient)
+    return codec.encode(PayloadArchive(
+        request_id=archive.request_id, organization_id=archive.organization_id, timestamp_ms=archive.timestamp_ms,
+        caller_request=b"", upstream_request=b"", upstream_response=b"", caller_response=b"", sealed=box))
 
-    def __init__(self, js: JetStreamContext, *, buffer_bytes: int, dropped: Counter) -> None:
+
+class PayloadPublisher:
+    """Publishes sealed archives with Nats-Msg-Id = request_id (a retried publish is stored once), retrying
+    until JetStream acks; at most `buffer_bytes` of archives wait in memory (in this process only). Without
+    the archiver's public key nothing is published: an archive is dropped and counted rather than put on the
+    bus in clear."""
+
+    def __init__(self, js: JetStreamContext, *, buffer_bytes: int, dropped: Counter,
+                 seal_to: PublicSealKey | None) -> None:
         self._js = js
+        self._seal_to = seal_to
         self._queue: RetryQueue[tuple[PayloadArchive, bytes]] = RetryQueue(self._publish, name="payload-publisher",
                                                                           batch=32)
         self._limit = buffer_bytes
@@ -87,7 +105,13 @@ class PayloadPublisher:
         self._queue.start()
 
     def submit(self, archive: PayloadArchive) -> None:
-        """Queue an archive; returns at once. Dropped (and counted) only when the buffer is full."""
+        """Queue an archive (sealed when published, off the response path); returns at once. Dropped (and
+        counted) when the buffer is full, or when no archiver public key is configured."""
+        if self._seal_to is None:
+            self._dropped.inc()
+            log.error("payload_archive_dropped", request_id=archive.request_id, reason="no_archive_public_key",
+                      detail="set PROXY_ARCHIVE_PUBLIC_KEY to the archiver's public key")
+            return
         data = codec.encode(archive)
         if self.buffered_bytes + len(data) > self._limit:
             self._dropped.inc()
@@ -98,8 +122,11 @@ class PayloadPublisher:
 
     async def _publish(self, item: tuple[PayloadArchive, bytes]) -> bool:
         archive, data = item
+        if self._seal_to is None:  # submit() queues nothing without it
+            return True
+        message = seal_archive(archive, self._seal_to, data)
         try:
-            await self._js.publish(subjects.PAYLOAD_SUBJECT, data, timeout=10.0, stream=subjects.PAYLOAD_STREAM,
+            await self._js.publish(subjects.PAYLOAD_SUBJECT, message, timeout=10.0, stream=subjects.PAYLOAD_STREAM,
                                    headers={"Nats-Msg-Id": archive.request_id})
         except Exception as exc:  # NATS down or slow: keep the archive and retry
             log.warning("payload_publish_failed", error=type(exc).__name__, request_id=archive.request_id)

@@ -3,6 +3,7 @@ the archiver answer over NATS; a tracer reply's `code` decides 400 vs 503, never
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -11,7 +12,13 @@ from aiohttp import web
 from nats.errors import Error as NatsError
 
 from proto import codec, subjects
-from proto.payload import PayloadFetchReply, PayloadFetchRequest, PayloadLinkReply, PayloadLinkRequest
+from proto.payload import (
+    PayloadFetchReply,
+    PayloadFetchRequest,
+    PayloadLinkReply,
+    PayloadLinkRequest,
+    fetch_reply_aad,
+)
 from proto.trace import (
     REPLY_BAD_QUERY,
     LogsQuery,
@@ -22,7 +29,9 @@ from proto.trace import (
     UsageQuery,
     UsageReply,
 )
+from services.common import sealing
 from services.common.ids import is_ulid
+from services.common.sealing import PrivateSealKey, SealKeyRing
 from services.proxy import caller, providers
 from services.proxy.errors import InvalidRequest, NotFound, ProxyError, ServiceUnavailable
 from services.proxy.state import REQUEST_ID, STATE, ProxyState
@@ -83,8 +92,10 @@ async def get_payload(request: web.Request) -> web.Response:
     query = {name: request.query[name] for name in ("org", "expires", "sig") if name in request.query}
     if not is_ulid(request_id) or len(query) != 3 or any(len(value) > 200 for value in query.values()):
         raise ProxyError("payload link is invalid or has expired", status=403, code="invalid_payload_link")
+    reply_key = PrivateSealKey.generate(sealing.ONE_TIME_KID)  # one per fetch: the body crosses the bus sealed to it
+    fetch = PayloadFetchRequest(request_id, query, reply_key=reply_key.public.raw)
     try:
-        reply = await state.nc.request(subjects.ARCHIVER_FETCH, codec.encode(PayloadFetchRequest(request_id, query)),
+        reply = await state.nc.request(subjects.ARCHIVER_FETCH, codec.encode(fetch),
                                        timeout=max(state.query_timeout_s, 10.0))
     except (TimeoutError, NatsError):
         raise ServiceUnavailable("the archive service did not answer; try again shortly") from None
@@ -94,7 +105,15 @@ async def get_payload(request: web.Request) -> web.Response:
                              code=fetched.code or "payload_unavailable")
         failure.type = "invalid_request_error" if fetched.status < 500 else "server_error"
         raise failure
-    return web.Response(body=fetched.body, content_type="application/json",
+    if not fetched.sealed:  # an archiver older than sealing: its plaintext reply is not passed on
+        raise ServiceUnavailable("the archive service is older than this proxy (its reply was not sealed); "
+                                 "upgrade it and retry")
+    try:
+        body = await asyncio.to_thread(sealing.open_sealed, fetched.body, fetch_reply_aad(request_id),
+                                       SealKeyRing([reply_key]))
+    except sealing.SealingError:
+        raise ServiceUnavailable("the archive service's reply did not open; retry") from None
+    return web.Response(body=body, content_type="application/json",
                         headers={"x-request-id": request[REQUEST_ID], "Cache-Control": "no-store"})
 
 

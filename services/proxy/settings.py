@@ -9,6 +9,7 @@ import msgspec
 
 from catalog import loader
 from catalog.schema import Catalog
+from services.common.sealing import InvalidSealKey, PublicSealKey, parse_public_key
 from services.common.settings import Secret, SettingsError, env_float, env_int, env_secret, env_str
 from services.common.usage import REQUIRED, Variable
 from services.proxy import dlp
@@ -19,6 +20,7 @@ from services.proxy.providers import AwsSigning
 WORKER_INDEX_VAR = "PROXY_WORKER_INDEX"
 READY_FD_VAR = "PROXY_READY_FD"
 MAX_WORKERS = 256
+ARCHIVE_PUBLIC_KEY_VARIABLE = "PROXY_ARCHIVE_PUBLIC_KEY"
 
 VARIABLES = (
     Variable("PROXY_HOST", "127.0.0.1", "address of the OpenAI-compatible API"),
@@ -50,6 +52,9 @@ VARIABLES = (
     Variable("PROXY_DLP_POLICIES", "", "TOML file of named DLP policies (added to the built-in ones)"),
     Variable("PROXY_PUBLIC_URL", "", "the proxy's URL as clients see it (payload links)"),
     Variable("PROXY_PAYLOAD_MAX_BYTES", str(8 * 1024 * 1024), "largest archived payload"),
+    Variable(ARCHIVE_PUBLIC_KEY_VARIABLE, "", "kid:base64 of the archiver's X25519 public key: payload archives "
+             "are sealed to it before they reach JetStream (unset: archives are dropped and counted, never sent "
+             "in clear)"),
     Variable("PROXY_PAYLOAD_BUFFER_BYTES", str(256 * 1024 * 1024), "payloads buffered while JetStream is slow"),
     Variable(WORKER_INDEX_VAR, "", "set by the worker supervisor for each worker; leave unset"),
     Variable(READY_FD_VAR, "", "a pipe to write one byte to once serving; set by whoever starts the proxy"),
@@ -83,6 +88,7 @@ class Settings(msgspec.Struct, frozen=True):
     workers: int = 1  # PROXY_WORKERS: processes sharing host:port (SO_REUSEPORT) when > 1
     worker_index: int | None = None  # this process's index among the workers; None = not started as a worker
     ready_fd: int = -1  # a pipe to write one byte to once serving (the supervisor's or the launcher's)
+    archive_public_key: PublicSealKey | None = None  # PROXY_ARCHIVE_PUBLIC_KEY; None: archives are not sent
 
     @property
     def supervises(self) -> bool:
@@ -116,6 +122,16 @@ def _workers(environ: Mapping[str, str], port: int) -> tuple[int, int | None, in
         raise SettingsError(f"environment variable {WORKER_INDEX_VAR} must be between 0 and PROXY_WORKERS - 1 "
                             f"({workers - 1}), got {index}; it is set by the worker supervisor, leave it unset")
     return workers, None if index == -1 else index, env_int(environ, READY_FD_VAR, -1)
+
+
+def _archive_public_key(environ: Mapping[str, str]) -> PublicSealKey | None:
+    raw = environ.get(ARCHIVE_PUBLIC_KEY_VARIABLE, "")
+    if not raw:
+        return None
+    try:
+        return parse_public_key(raw, variable=ARCHIVE_PUBLIC_KEY_VARIABLE)
+    except InvalidSealKey as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def load(environ: Mapping[str, str]) -> Settings:
@@ -162,5 +178,6 @@ def load(environ: Mapping[str, str]) -> Settings:
         workers=workers,
         worker_index=worker_index,
         ready_fd=ready_fd,
+        archive_public_key=_archive_public_key(environ),
     )
     return settings

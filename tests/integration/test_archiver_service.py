@@ -26,14 +26,23 @@ from launcher.ceph import S3Endpoint
 from launcher.nats import NatsServer
 from launcher.stack import Stack
 from proto import codec, subjects
-from proto.payload import PayloadArchive, PayloadFetchReply, PayloadFetchRequest, PayloadLinkReply, PayloadLinkRequest
+from proto.payload import (
+    PayloadArchive,
+    PayloadFetchReply,
+    PayloadFetchRequest,
+    PayloadLinkReply,
+    PayloadLinkRequest,
+    fetch_reply_aad,
+)
 from services.archiver import envelope, links, objects
 from services.archiver.envelope import MAGIC, parse_master_keys
 from services.archiver.links import LinkKeys, derive_link_keys
 from services.archiver.service import Archiver
 from services.archiver.store import DAY_S, FileStore
-from services.common import bus
+from services.common import bus, sealing
 from services.common.ids import new_ulid
+from services.common.sealing import PrivateSealKey, PublicSealKey, SealKeyRing, parse_private_keys
+from services.proxy.payloads import seal_archive
 from tests.conftest import STACK_BUCKET
 from tests.fixtures.ceph import s3_client
 
@@ -68,9 +77,11 @@ def make_archive(org: str, canary: str = "", *, request_id: str | None = None, s
         api_key_id="key_test", endpoint="/v1/chat/completions", stream=True, status_code=200, redactions=1)
 
 
-async def publish(js: JetStreamContext, archive: PayloadArchive, msg_id: str | None = None) -> None:
-    await js.publish(subjects.PAYLOAD_SUBJECT, codec.encode(archive),
-                     headers={"Nats-Msg-Id": msg_id or archive.request_id})
+async def publish(js: JetStreamContext, archive: PayloadArchive, msg_id: str | None = None, *,
+                  seal_to: PublicSealKey | None = None) -> None:
+    """As a proxy does (sealed to `seal_to`), or as a proxy older than sealing did (plaintext)."""
+    data = codec.encode(archive) if seal_to is None else seal_archive(archive, seal_to)
+    await js.publish(subjects.PAYLOAD_SUBJECT, data, headers={"Nats-Msg-Id": msg_id or archive.request_id})
 
 
 async def request_link(nc: Client, org: str, request_id: str) -> PayloadLinkReply:
@@ -79,9 +90,16 @@ async def request_link(nc: Client, org: str, request_id: str) -> PayloadLinkRepl
 
 
 async def request_fetch(nc: Client, request_id: str, query: dict[str, str]) -> PayloadFetchReply:
-    reply = await nc.request(subjects.ARCHIVER_FETCH, codec.encode(PayloadFetchRequest(request_id, query)),
-                             timeout=10)
-    return codec.decode(reply.data, PayloadFetchReply)
+    """As the proxy asks: with a one-time reply key; a 200's body comes back opened (it crossed sealed)."""
+    reply_key = PrivateSealKey.generate(sealing.ONE_TIME_KID)
+    reply = await nc.request(subjects.ARCHIVER_FETCH, codec.encode(
+        PayloadFetchRequest(request_id, query, reply_key=reply_key.public.raw)), timeout=10)
+    fetched = codec.decode(reply.data, PayloadFetchReply)
+    if fetched.status != 200:
+        return fetched
+    assert fetched.sealed and b"layers" not in fetched.body
+    body = sealing.open_sealed(fetched.body, fetch_reply_aad(request_id), SealKeyRing([reply_key]))
+    return msgspec.structs.replace(fetched, body=body)
 
 
 def split(path: str) -> tuple[str, dict[str, str]]:
@@ -114,6 +132,12 @@ async def nc(stack: Stack) -> AsyncIterator[Client]:
 
 
 @pytest.fixture(scope="module")
+def archiver_public(stack: Stack) -> PublicSealKey:
+    return parse_private_keys(os.environ.get("ARCHIVER_SEAL_KEY") or stack.secrets["ARCHIVER_SEAL_KEY"],
+                              variable="ARCHIVER_SEAL_KEY").active.public
+
+
+@pytest.fixture(scope="module")
 def link_keys(stack: Stack) -> LinkKeys:
     return derive_link_keys(parse_master_keys(os.environ.get("ROUTEUR_MASTER_KEY")
                                               or stack.secrets["ROUTEUR_MASTER_KEY"]))
@@ -123,10 +147,10 @@ def link_keys(stack: Stack) -> LinkKeys:
 
 
 async def test_archive_is_sealed_under_its_dated_key_and_its_link_returns_every_layer(
-        stack: Stack, nc: Client, s3_endpoint: S3Endpoint) -> None:
+        stack: Stack, nc: Client, s3_endpoint: S3Endpoint, archiver_public: PublicSealKey) -> None:
     org, canary = new_org(), f"canary-{uuid.uuid4().hex}"
     archive = make_archive(org, canary)
-    await publish(nc.jetstream(), archive)
+    await publish(nc.jetstream(), archive, seal_to=archiver_public)
     key = objects.object_key(org, archive.request_id)
     assert key.startswith(f"{org}/{time.strftime('%Y/%m/%d', time.gmtime())}/")  # published today, UTC
 
@@ -155,6 +179,49 @@ async def test_archive_is_sealed_under_its_dated_key_and_its_link_returns_every_
     assert (await request_link(nc, new_org(), archive.request_id)).path is None  # not this org's archive
     assert (await request_link(nc, org, new_ulid())).path is None
     assert (await request_link(nc, "../etc", "passwd")).path is None
+
+
+async def test_a_plaintext_archive_from_an_older_proxy_is_archived_and_counted(stack: Stack, nc: Client) -> None:
+    before = metric(scrape(stack), "routeur_archiver_plaintext_accepted_total")
+    org = new_org()
+    archive = make_archive(org)
+    await publish(nc.jetstream(), archive)
+    fetched = await request_fetch(nc, *split(await until(lambda: _link_path(nc, org, archive.request_id))))
+    assert fetched.status == 200 and json.loads(fetched.body)["layers"]["caller_request"]
+    assert metric(scrape(stack), "routeur_archiver_plaintext_accepted_total") >= before + 1
+
+
+async def test_a_box_that_does_not_open_is_dropped_and_a_fetch_without_a_reply_key_refused(
+        stack: Stack, nc: Client, archiver_public: PublicSealKey, link_keys: LinkKeys) -> None:
+    before = metric(scrape(stack), "routeur_archiver_undecodable_total")
+    js = nc.jetstream()
+    org = new_org()
+    moved = codec.decode(seal_archive(make_archive(org), archiver_public), PayloadArchive)
+    moved = msgspec.structs.replace(moved, organization_id=new_org())  # the box names another organization
+    await js.publish(subjects.PAYLOAD_SUBJECT, codec.encode(moved), headers={"Nats-Msg-Id": uuid.uuid4().hex})
+    stranger = PrivateSealKey.generate(parse_private_keys(stack.secrets["ARCHIVER_SEAL_KEY"],
+                                                          variable="ARCHIVER_SEAL_KEY").active.kid)
+    await publish(js, make_archive(org), seal_to=stranger.public)  # the right key id, another key
+    archive = make_archive(org)
+    await publish(js, archive, seal_to=archiver_public)
+    path = await until(lambda: _link_path(nc, org, archive.request_id))
+    await until(lambda: asyncio.to_thread(
+        lambda: metric(scrape(stack), "routeur_archiver_undecodable_total") >= before + 2))
+    assert len(await asyncio.to_thread(bucket_keys_of, stack, org)) == 1
+
+    request_id, query = split(path)
+    reply = await nc.request(subjects.ARCHIVER_FETCH, codec.encode(PayloadFetchRequest(request_id, query)), timeout=10)
+    refused = codec.decode(reply.data, PayloadFetchReply)
+    assert (refused.status, refused.code, refused.body) == (400, "invalid_request", b"")
+    assert "reply_key" in (refused.error or "")
+
+
+def bucket_keys_of(stack: Stack, org: str) -> list[str]:
+    endpoint = S3Endpoint(url=stack.config.extra_env["S3_ENDPOINT_URL"],
+                          access_key=stack.config.extra_env["S3_ACCESS_KEY"],
+                          secret_key=stack.config.extra_env["S3_SECRET_KEY"],
+                          region=stack.config.extra_env["S3_REGION"])
+    return bucket_keys(endpoint, f"{org}/")
 
 
 async def test_bad_links_are_403_and_a_missing_archive_404(stack: Stack, nc: Client, link_keys: LinkKeys) -> None:
@@ -279,9 +346,10 @@ class Local:
         self.store = store
         self.root = root
         self.keys = parse_master_keys(f"k1:{base64.b64encode(os.urandom(32)).decode()}")
+        self.seal_keys = SealKeyRing([PrivateSealKey.generate("s1")])
 
     def archiver(self, *, retention_days: int = 30, batch: int = 16) -> Archiver:
-        return Archiver(nc=self.nc, js=self.js, store=self.store, keys=self.keys,
+        return Archiver(nc=self.nc, js=self.js, store=self.store, keys=self.keys, seal_keys=self.seal_keys,
                         link_keys=derive_link_keys(self.keys), url_ttl_s=900, retention_days=retention_days,
                         sweep_interval_s=3600, batch=batch)
 
