@@ -104,7 +104,8 @@ def _first_turn(client: openai.OpenAI, model_id: str, stream: bool) -> list[Any]
     question = "What's the weather in Lyon?"
     response: Response
     if stream:
-        with client.responses.stream(model=model_id, input=question, tools=TOOLS) as events:
+        # with the inline trace: the SDK's stream helper passes the extra `routeur_trace` event by
+        with client.responses.stream(model=model_id, input=question, tools=TOOLS, extra_headers=TRACE) as events:
             for _ in events:
                 pass
             response = events.get_final_response()
