@@ -24,7 +24,9 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
     configure_logging("tracer", settings.log_level)
     log = get_logger()
     async with AsyncExitStack() as stack:
-        store = TraceStore(settings.clickhouse_url)
+        store = TraceStore(settings.clickhouse_url, analytics_url=settings.clickhouse_analytics_url,
+                           limits=settings.limits, workers=settings.analytics_workers,
+                           queue_s=settings.analytics_queue_s)
         await store.open(ttl_days=settings.ttl_days)
         stack.push_async_callback(store.close)  # last: after the final batch is written
         nc = await bus.connect(settings.nats_url, name="tracer")
@@ -37,9 +39,14 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
         runner = await serve(make_app(settings, tracer, store, nc), host=settings.host, port=settings.port)
         stack.push_async_callback(runner.cleanup)
         log.info("tracer_started", port=settings.port)
-        await stop.wait()
-        log.info("tracer_stopping")
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(tracer.gave_up.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        log.info("tracer_stopping", gave_up=tracer.gave_up.is_set())
     log.info("tracer_stopped", inserted=tracer.inserted)
+    if tracer.gave_up.is_set():  # inserts kept failing despite fresh clients: a new process may fare better
+        sys.exit(1)
 
 
 def entry() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 from typing import Any
 
@@ -31,20 +32,22 @@ from proto.trace import (
 from services.common.health import add_health_routes
 from services.common.logs import get_logger
 from services.common.metrics import add_metrics_route
-from services.tracer import readonly_sql, reconcile, rows, usage
+from services.tracer import limits, readonly_sql, reconcile, rows, usage
 from services.tracer.batching import FlushPolicy
 from services.tracer.ingest import Cursor, InsertHealth
 from services.tracer.metrics import TracerMetrics
 from services.tracer.pull import Puller
 from services.tracer.rows import QueryError
 from services.tracer.settings import Settings
-from services.tracer.store import TraceStore, error_detail
+from services.tracer.store import AnalyticsBusy, TraceStore, error_detail
 from services.tracer.suspects import Suspects, minutes_of
 
 log = get_logger()
 _STOP_CHECK_S = 0.5  # how often an idle consumer looks at the stop flag
 _STOP_RECONCILE_S = 5.0  # at stop, suspect buckets still waiting are checked for at most this long
 _RECOVER_RETRY_S = 5.0  # the startup scan (reconcile.Reconciler.recover) failed: try again this much later
+_RESET_EVERY_S = 5.0  # while inserts are unhealthy, a fresh ingest client at most this often
+_DISCONNECT_POLL_S = 0.1  # how often /v1/sql looks whether its client is still connected
 
 
 class Tracer:
@@ -69,6 +72,9 @@ class Tracer:
         self.suspects = Suspects(delay_s=delay_s, window_s=window_s)
         self.reconciler = reconcile.Reconciler(store, self.metrics, self.suspects, ttl_days=ttl_days)
         self._recover_at: float | None = 0.0  # when to run the startup scan (again); None once it succeeded
+        self.gave_up = asyncio.Event()  # inserts failed for ingest_exit_s despite fresh clients: exit to restart
+        self.resets = 0  # fresh ingest clients opened because inserts kept failing
+        self._last_reset = -math.inf
 
     async def start(self) -> None:
         self._subs.append(await self._nc.subscribe(subjects.TRACER_GET, cb=self._on_get))
@@ -197,6 +203,7 @@ class Tracer:
                       failures_in_a_row=self.health.failures)
             for msg in good:
                 await msg.nak(delay=1.0)
+            await self._heal(time.monotonic())
             await asyncio.sleep(1.0)
             return
         if self.health.failures:
@@ -210,6 +217,26 @@ class Tracer:
         self.metrics.inserted.inc(len(batch.events))
         log.debug("trace_batch_inserted", batch=len(batch.events),
                   ms=round((time.perf_counter() - started) * 1000, 2))
+
+    async def _heal(self, now: float) -> None:
+        """Inserts are unhealthy (ingest.InsertHealth): open a fresh ClickHouse client (at most every
+        _RESET_EVERY_S), since a session left in a bad state heals no other way; failing for `ingest_exit_s` even
+        so, give up (`gave_up` is set and __main__ exits 1 so the supervisor or Kubernetes starts a new process)."""
+        if self.health.healthy(now):
+            return
+        failing_s = self.health.failing_for_s(now)
+        exit_s = self._settings.ingest_exit_s if self._settings is not None else 0.0
+        if exit_s and failing_s >= exit_s and not self.gave_up.is_set():
+            log.error("trace_ingest_gave_up", failing_for_s=round(failing_s, 1), last_error=self.health.last_error)
+            self.gave_up.set()
+            self._stopping.set()
+            return
+        if now - self._last_reset >= _RESET_EVERY_S:
+            self._last_reset = now
+            self.resets += 1
+            log.warning("clickhouse_ingest_client_reset", failing_for_s=round(failing_s, 1),
+                        failures_in_a_row=self.health.failures, resets=self.resets)
+            await self._store.reset_ingest()
 
     async def _ack(self, msgs: list[Msg]) -> None:
         """Acknowledge stored messages (one small publish each, written to the socket together)."""
@@ -254,12 +281,12 @@ class Tracer:
         if query.organization_id is not None:
             sql += " AND organization_id = {organization_id:String}"
             params["organization_id"] = query.organization_id
-        _, found = await self._store.select(sql + " LIMIT 1", params)
+        _, found = await self._store.lookup(sql + " LIMIT 1", params)
         return rows.from_row(found[0]) if found else None
 
     async def logs(self, query: LogsQuery) -> LogsReply:
         sql, params = rows.logs_query(query)
-        _, found = await self._store.select(sql, params)
+        _, found = await self._store.lookup(sql, params)
         traces = tuple(rows.from_row(row) for row in found)
         more = len(traces) == params["limit"]
         return LogsReply(traces=traces, next_cursor=rows.cursor_of(traces[-1]) if more else None)
@@ -268,10 +295,10 @@ class Tracer:
         """Usage per bucket × group and totals, from the per-minute rollup only."""
         since, until = usage.resolve(query, now_ms if now_ms is not None else int(time.time() * 1000))
         sql, params = usage.usage_query(query, since, until)
-        _, found = await self._store.select(sql, params)
+        _, found = await self._store.lookup(sql, params)
         result = tuple(usage.to_usage_row(usage.bucket_ms(row[0]), row[1], row[2:]) for row in found)
         sql, params = usage.totals_query(query, since, until)
-        _, total = await self._store.select(sql, params)
+        _, total = await self._store.lookup(sql, params)
         totals = usage.to_usage_row(since, "", total[0]) if total else None
         return UsageReply(rows=result, totals=totals, since_ms=since, until_ms=until)
 
@@ -344,10 +371,32 @@ def make_app(settings: Settings, tracer: Tracer, store: TraceStore, nc: Client) 
             statement = readonly_sql.check(body.query, set(body.parameters))
         except readonly_sql.RefusedQuery as exc:
             return _error(400, str(exc), "invalid_request_error", "read_only_sql")
+        query = asyncio.ensure_future(store.analytics(statement.sql, body.parameters))
         try:
-            columns, found = await store.analytics(statement.sql, body.parameters)
-        except Exception as exc:  # the engine's message is the useful answer for an analyst
-            return _error(400, str(exc).splitlines()[0][:500], "invalid_request_error", "query_failed")
+            while not (await asyncio.wait({query}, timeout=_DISCONNECT_POLL_S))[0]:
+                if _disconnected(request):  # the client went away: cancelling kills the query in the engine
+                    query.cancel()
+                    log.info("sql_query_abandoned")
+                    return _error(499, "the client closed the connection", "invalid_request_error", "client_closed")
+            columns, found = query.result()
+        except asyncio.CancelledError:  # the handler itself cancelled (aiohttp on a lost connection)
+            query.cancel()
+            raise
+        except AnalyticsBusy as exc:
+            log.warning("sql_query_busy", reason=str(exc))
+            response = _error(503, f"{exc}; retry shortly", "server_error", "analytics_busy")
+            response.headers["Retry-After"] = "1"
+            return response
+        except Exception as exc:
+            detail = error_detail(exc)
+            limit = limits.limit_hit(detail["code"], str(exc))
+            log.warning("sql_query_failed", **detail, limit=limit)
+            if limit is not None:
+                return _error(400, f"the query exceeded its {limit} limit: {detail['message']}",
+                              "invalid_request_error", "query_limit_exceeded", param=limit)
+            # the engine's message is the useful answer for an analyst
+            return _error(400, str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
+                          "invalid_request_error", "query_failed")
         return web.Response(body=codec.encode({"columns": columns, "rows": found}), content_type="application/json")
 
     add_health_routes(app, ready)
@@ -371,6 +420,11 @@ def _unavailable(exc: Exception) -> str:
     return f"trace store unavailable: {type(exc).__name__}"
 
 
-def _error(status: int, message: str, kind: str, code: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": code}},
+def _disconnected(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _error(status: int, message: str, kind: str, code: str, *, param: str | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind, "param": param, "code": code}},
                              status=status)

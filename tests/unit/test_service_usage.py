@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("proxy", "router", "billing", "tracer", "archiver", "emulator")
-ENV_CASTS = {"env_str", "env_int", "env_float", "env_bool", "env_secret", "_non_negative"}
+ENV_CASTS = {"env_str", "env_int", "env_float", "env_bool", "env_secret", "_non_negative", "_at_least_0", "_at_least_1"}
 # Upper-case string literals in a settings.py that are not variables the service reads.
 NOT_READ = {"archiver": {"CHANGE_ME"}, "billing": {"ROUTEUR_BILLING_URL"}}  # the placeholder; the CLI's URL
 
