@@ -12,11 +12,15 @@ Format, version 1 (integers are single unsigned bytes):
     4           1     version  1
     5           1     n = length of the key id
     6           n     key id (ASCII)
-    6+n         32    the sender's ephemeral X25519 public key
-    38+n        12    nonce
-    50+n        ...   AES-256-GCM(HKDF(X25519(ephemeral, recipient), salt = ephemeral || recipient public,
+    6+n         8     fingerprint of the recipient's public key: SHA-256(public key)[:8]
+    14+n        32    the sender's ephemeral X25519 public key
+    46+n        12    nonce
+    58+n        ...   AES-256-GCM(HKDF(X25519(ephemeral, recipient), salt = ephemeral || recipient public,
                                        info = b"routeur-seal-v1"), nonce, plaintext,
-                                  AAD = bytes[0:50+n] + associated data), the 16-byte tag last
+                                  AAD = bytes[0:58+n] + associated data), the 16-byte tag last
+
+The fingerprint tells "sealed to a key this recipient does not hold" (a sender configured with another
+public key under the same id: keep the message until the right key is installed) from "modified".
 
 Key text (settings): a private key ring is `kid:base64(32 bytes)[,kid:base64(32 bytes)…]` (the first is
 the active one, whose public key senders are given); a public key is `kid:base64(32 bytes)`.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -42,6 +47,7 @@ VERSION = 1
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
+FINGERPRINT_BYTES = 8
 INFO = b"routeur-seal-v1"
 ONE_TIME_KID = "once"  # the key id of one-time recipient keys (a payload fetch's reply key): nothing to rotate
 _KID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
@@ -88,7 +94,7 @@ def _check_kid(kid: str) -> None:
 class PublicSealKey:
     """A recipient's X25519 public key and its id."""
 
-    __slots__ = ("kid", "raw", "_key")
+    __slots__ = ("kid", "raw", "fingerprint", "_key")
 
     def __init__(self, kid: str, raw: bytes) -> None:
         _check_kid(kid)
@@ -96,6 +102,7 @@ class PublicSealKey:
             raise InvalidSealKey(f"an X25519 public key is {KEY_BYTES} bytes, got {len(raw)}")
         self.kid = kid
         self.raw = bytes(raw)
+        self.fingerprint = hashlib.sha256(self.raw).digest()[:FINGERPRINT_BYTES]
         self._key = X25519PublicKey.from_public_bytes(self.raw)
 
     @property
@@ -231,7 +238,7 @@ def seal(plaintext: bytes, associated_data: bytes, recipient: PublicSealKey) -> 
     ephemeral_raw = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     key = _derive(ephemeral.exchange(recipient.key), ephemeral_raw, recipient.raw)
     kid = recipient.kid.encode("ascii")
-    header = MAGIC + bytes((VERSION, len(kid))) + kid + ephemeral_raw + os.urandom(NONCE_BYTES)
+    header = MAGIC + bytes((VERSION, len(kid))) + kid + recipient.fingerprint + ephemeral_raw + os.urandom(NONCE_BYTES)
     return header + AESGCM(key).encrypt(header[-NONCE_BYTES:], plaintext, header + associated_data)
 
 
@@ -247,7 +254,7 @@ def sealed_kid(blob: bytes) -> str:
     if blob[4] != VERSION:
         raise MalformedSealed(f"sealed box version {blob[4]} is not supported (this code reads {VERSION})")
     size = blob[5]
-    if len(blob) < 6 + size + KEY_BYTES + NONCE_BYTES + TAG_BYTES:
+    if len(blob) < 6 + size + FINGERPRINT_BYTES + KEY_BYTES + NONCE_BYTES + TAG_BYTES:
         raise MalformedSealed("sealed box is truncated")
     try:
         kid = bytes(blob[6 : 6 + size]).decode("ascii")
@@ -268,7 +275,10 @@ def open_sealed(blob: bytes, associated_data: bytes, keys: SealKeyRing) -> bytes
     private = keys.find(kid)
     if private is None:
         raise UnknownSealKey(f"sealed to key {kid!r}, which this key ring does not hold", kid=kid)
-    start = 6 + len(kid)
+    start = 6 + len(kid) + FINGERPRINT_BYTES
+    if blob[start - FINGERPRINT_BYTES : start] != private.public.fingerprint:
+        raise UnknownSealKey(f"sealed to another public key under id {kid!r} than the one this key ring holds "
+                             "(the sender's public key does not match this private key)", kid=kid)
     ephemeral_raw = blob[start : start + KEY_BYTES]
     header_end = start + KEY_BYTES + NONCE_BYTES
     try:

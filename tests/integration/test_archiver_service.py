@@ -199,9 +199,11 @@ async def test_a_box_that_does_not_open_is_dropped_and_a_fetch_without_a_reply_k
     moved = codec.decode(seal_archive(make_archive(org), archiver_public), PayloadArchive)
     moved = msgspec.structs.replace(moved, organization_id=new_org())  # the box names another organization
     await js.publish(subjects.PAYLOAD_SUBJECT, codec.encode(moved), headers={"Nats-Msg-Id": uuid.uuid4().hex})
-    stranger = PrivateSealKey.generate(parse_private_keys(stack.secrets["ARCHIVER_SEAL_KEY"],
-                                                          variable="ARCHIVER_SEAL_KEY").active.kid)
-    await publish(js, make_archive(org), seal_to=stranger.public)  # the right key id, another key
+    tampered = codec.decode(seal_archive(make_archive(org), archiver_public), PayloadArchive)
+    box = bytearray(tampered.sealed)
+    box[-1] ^= 1  # one bit of the tag
+    await js.publish(subjects.PAYLOAD_SUBJECT, codec.encode(msgspec.structs.replace(tampered, sealed=bytes(box))),
+                     headers={"Nats-Msg-Id": uuid.uuid4().hex})
     archive = make_archive(org)
     await publish(js, archive, seal_to=archiver_public)
     path = await until(lambda: _link_path(nc, org, archive.request_id))

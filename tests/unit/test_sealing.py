@@ -15,7 +15,8 @@ def test_round_trip_and_a_fresh_ephemeral_key_per_message() -> None:
     first = sealing.seal(b"canary text", AAD, key.public)
     second = sealing.seal(b"canary text", AAD, key.public)
     assert b"canary" not in first
-    assert first[6 + 2 : 6 + 2 + 32] != second[6 + 2 : 6 + 2 + 32]  # ephemeral public keys differ
+    assert first[16:48] != second[16:48]  # the ephemeral public keys (after the id and the fingerprint) differ
+    assert first[8:16] == second[8:16] == key.public.fingerprint
     assert sealing.sealed_kid(first) == "a1"
     assert sealing.open_sealed(first, AAD, SealKeyRing([key])) == b"canary text"
     assert sealing.open_sealed(second, AAD, SealKeyRing([key])) == b"canary text"
@@ -28,13 +29,21 @@ def test_other_associated_data_does_not_open() -> None:
         sealing.open_sealed(box, b"01JREQUEST\norg_b", SealKeyRing([key]))
 
 
-def test_another_private_key_under_the_same_id_does_not_open() -> None:
+def test_a_box_for_another_key_under_the_same_id_is_an_unknown_key_not_a_forgery() -> None:
     box = sealing.seal(b"x", AAD, PrivateSealKey.generate("a1").public)
-    with pytest.raises(sealing.SealAuthFailed):
+    with pytest.raises(sealing.UnknownSealKey, match="another public key under id 'a1'"):
         sealing.open_sealed(box, AAD, SealKeyRing([PrivateSealKey.generate("a1")]))
 
 
-@pytest.mark.parametrize("position", [0, 6, 8, 40, 52, -1])
+def test_a_changed_fingerprint_does_not_make_another_key_open_it() -> None:
+    real, other = PrivateSealKey.generate("a1"), PrivateSealKey.generate("a1")
+    box = bytearray(sealing.seal(b"x", AAD, real.public))
+    box[8:16] = other.public.fingerprint
+    with pytest.raises(sealing.SealAuthFailed):
+        sealing.open_sealed(bytes(box), AAD, SealKeyRing([other]))
+
+
+@pytest.mark.parametrize("position", [0, 4, 6, 8, 20, 50, 60, -1])
 def test_any_changed_byte_is_refused(position: int) -> None:
     key = PrivateSealKey.generate("a1")
     box = bytearray(sealing.seal(b"some plaintext", AAD, key.public))
