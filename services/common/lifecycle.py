@@ -52,10 +52,14 @@ def exit_on_settings_error(exc: SettingsError) -> NoReturn:
     sys.exit(CONFIG_EXIT)
 
 
-def load_settings(load: Callable[[Mapping[str, str]], T]) -> T:
-    """`load(os.environ)`, exiting 2 with the message on a settings error (as `run_service` does)."""
+def load_settings(load: Callable[[Mapping[str, str]], T], *, check: Callable[[T], None] | None = None) -> T:
+    """`load(os.environ)` then `check(settings)` (start-time rules, e.g. the admin token's strength), exiting 2
+    with the message on a settings error (as `run_service` does)."""
     try:
-        return load(os.environ)
+        settings = load(os.environ)
+        if check is not None:
+            check(settings)
+        return settings
     except SettingsError as exc:
         exit_on_settings_error(exc)
 

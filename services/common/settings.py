@@ -30,6 +30,21 @@ class Secret:
 
 
 _MISSING = object()
+ADMIN_TOKEN_VARIABLE = "ROUTEUR_ADMIN_TOKEN"  # noqa: S105 (a variable name, not a password)
+MIN_ADMIN_TOKEN_CHARS = 32
+ADMIN_TOKEN_RULE = (f"at least {MIN_ADMIN_TOKEN_CHARS} characters from at least two of: lower-case letters, "
+                    "upper-case letters, digits, other characters")
+
+
+def check_admin_token(token: Secret, *, variable: str = ADMIN_TOKEN_VARIABLE) -> None:
+    """Refuse a guessable admin token (SettingsError naming the rule, never the token). `make run` generates
+    `rt-admin-` + 32 URL-safe random characters; elsewhere e.g. `openssl rand -base64 32`."""
+    value = token.reveal()
+    classes = {("lower" if c.islower() else "upper" if c.isupper() else "digit" if c.isdigit() else "other")
+               for c in value}
+    if len(value) < MIN_ADMIN_TOKEN_CHARS or len(classes) < 2:
+        raise SettingsError(f"environment variable {variable} is too weak: it must be {ADMIN_TOKEN_RULE} (got "
+                            f"{len(value)} characters, {len(classes)} kind(s)); e.g. openssl rand -base64 32")
 
 
 def env_str(environ: Mapping[str, str], name: str, default: str | object = _MISSING) -> str:

@@ -17,6 +17,7 @@ from services.common import bus
 from services.common.health import serve
 from services.common.lifecycle import load_settings, run_service, whole_line_stderr
 from services.common.logs import configure_logging, get_logger
+from services.common.settings import check_admin_token
 from services.common.usage import parse_args
 from services.common.workers import WorkerSupervisor, notify_ready, port_taken
 from services.proxy import chat, providers
@@ -106,7 +107,7 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
 
 def entry() -> None:
     parse_args(sys.argv[1:], service="proxy", about=ABOUT, variables=settings_module.VARIABLES)
-    settings = load_settings(settings_module.load)
+    settings = load_settings(settings_module.load, check=lambda loaded: check_admin_token(loaded.admin_token))
     if settings.supervises:
         sys.exit(supervise(settings))
     run_service(lambda stop: main(stop, settings))

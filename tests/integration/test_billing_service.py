@@ -39,7 +39,7 @@ from proto.billing import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN = "rt-admin-billing-tests"
+ADMIN = "rt-admin-billing-tests-0123456789abcdef"  # the services refuse admin tokens under 32 characters
 
 
 class BillingProcess:
