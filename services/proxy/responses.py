@@ -21,6 +21,7 @@ from services.proxy.billing_client import reservation
 from services.proxy.call import Call
 from services.proxy.chat import CallerStream
 from services.proxy.endpoint import Endpoint
+from services.proxy.errors import ProxyError, error_response
 from services.proxy.providers import Target
 from services.proxy.upstream import Upstream
 
@@ -123,4 +124,13 @@ async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, An
     return response, trace
 
 
-RESPONSES = Endpoint(path=ENDPOINT, kind="chat", parse=parse, reserve=reservation, run=run)
+def render_error(error: ProxyError, request_id: str) -> web.Response:
+    """OpenAI's error JSON, naming the caller's `max_output_tokens` where the pipeline checked its chat form."""
+    if error.param == "max_completion_tokens":
+        error.param = "max_output_tokens"
+        error.message = error.message.replace("'max_completion_tokens'", "'max_output_tokens'")
+    return error_response(error, request_id)
+
+
+RESPONSES = Endpoint(path=ENDPOINT, kind="chat", parse=parse, reserve=reservation, run=run,
+                     render_error=render_error)

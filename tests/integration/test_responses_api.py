@@ -263,3 +263,10 @@ def test_a_key_with_dlp_that_finds_nothing_still_passes_through(stack: Stack) ->
         caller.responses.create(model="gpt-4o-mini", input=f"mail {EMAIL}", previous_response_id=first.id)
     error = caught.value.response.json()["error"]
     assert error["param"] == "previous_response_id" and "DLP" in error["message"]
+
+
+def test_an_output_budget_over_the_models_cap_is_a_400_naming_max_output_tokens(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="gpt-4o-mini", input=QUESTION, max_output_tokens=10**8)
+    error = caught.value.response.json()["error"]
+    assert error["param"] == "max_output_tokens" and "'max_output_tokens' is too large" in error["message"]

@@ -11,7 +11,10 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
+from catalog import loader, pricing
+from services.proxy import responses
 from services.proxy import responses_wire as rw
+from services.proxy.billing_client import reservation
 from services.proxy.errors import InvalidRequest
 from tests.openapi import validate
 from tests.unit.test_emulator_openai_sdk_types import undeclared
@@ -181,3 +184,22 @@ def test_broken_stream_ends_with_error_and_response_failed() -> None:
     _check_events(events[:-1])
     assert [e["type"] for e in events[-3:]] == ["error", "response.failed", "routeur_trace"]
     assert events[-1]["sequence_number"] == events[-2]["sequence_number"] + 1
+
+
+def test_reservation_is_chats_fed_with_the_body_size_and_max_output_tokens() -> None:
+    model = loader.load().model("claude-sonnet-4.5")
+    assert model is not None
+    route = model.routes[0]
+    raw = json.dumps({"model": "claude-sonnet-4.5", "input": "x" * 400, "max_output_tokens": 100}).encode()
+    usd, tokens = reservation(rw.parse(raw)[1], len(raw), model, route)
+    prompt = -(-len(raw) // 4)
+    assert (usd, tokens) == (pricing.cost_usd(route, prompt_tokens=prompt, completion_tokens=100), prompt + 100)
+    uncapped = json.dumps({"model": "claude-sonnet-4.5", "input": "x"}).encode()
+    assert reservation(rw.parse(uncapped)[1], len(uncapped), model, route)[1] == \
+        -(-len(uncapped) // 4) + model.max_output_tokens
+
+
+def test_an_output_budget_over_the_models_cap_is_named_as_the_caller_sent_it() -> None:
+    error = InvalidRequest("'max_completion_tokens' is too large: 99999999.", param="max_completion_tokens")
+    body = json.loads(responses.render_error(error, "req_1").body)  # type: ignore[arg-type]
+    assert body["error"]["param"] == "max_output_tokens" and "'max_output_tokens'" in body["error"]["message"]
