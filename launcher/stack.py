@@ -161,6 +161,9 @@ class Stack:
         for index in range(2, self.config.proxies + 1):
             name = f"proxy-{index}"
             self.children[name] = Child(name, procs.free_port(), self.logs / f"{name}.log", service="proxy")
+        for child in self.children.values():
+            if child.service == "proxy":  # /metrics has its own internal listener, one per proxy
+                child.env.setdefault("PROXY_METRICS_PORT", str(procs.free_port()))
         for name in self.children:
             self.start_service(name, timeout=timeout)
         seed_demo(self.children["billing"].url, admin_token=self.secrets["ROUTEUR_ADMIN_TOKEN"],
@@ -306,6 +309,12 @@ class Stack:
     def proxy_url(self) -> str:
         return self.children["proxy"].url
 
+    def metrics_url(self, name: str) -> str:
+        """Where `name` serves /metrics: the proxies on their internal PROXY_METRICS_PORT, others on their port."""
+        child = self.children[name]
+        port = child.env.get("PROXY_METRICS_PORT") if child.service == "proxy" else None
+        return f"http://127.0.0.1:{port}" if port else child.url
+
     def info(self) -> dict[str, str]:
         values = {
             "ROUTEUR_URL": self.proxy_url,
@@ -316,6 +325,8 @@ class Stack:
         }
         for name, child in self.children.items():
             values[f"ROUTEUR_{name.upper().replace('-', '_')}_URL"] = child.url
+            if child.service == "proxy":
+                values[f"ROUTEUR_{name.upper().replace('-', '_')}_METRICS_URL"] = self.metrics_url(name)
         return values
 
     def write_env(self) -> Path:

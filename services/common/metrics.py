@@ -18,3 +18,10 @@ def add_metrics_route(app: web.Application, registry: CollectorRegistry) -> None
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get("/metrics", metrics)
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    """An application serving only /metrics: for an internal listener apart from a public API."""
+    app = web.Application()
+    add_metrics_route(app, registry)
+    return app

@@ -17,6 +17,7 @@ from services.common import bus
 from services.common.health import serve
 from services.common.lifecycle import load_settings, run_service, whole_line_stderr
 from services.common.logs import configure_logging, get_logger
+from services.common.metrics import metrics_app
 from services.common.settings import check_admin_token
 from services.common.usage import parse_args
 from services.common.workers import WorkerSupervisor, notify_ready, port_taken
@@ -45,9 +46,10 @@ def supervise(settings: settings_module.Settings) -> int:
     """Start PROXY_WORKERS workers on one port and watch them until SIGTERM (see WorkerSupervisor)."""
     whole_line_stderr()
     configure_logging("proxy", settings.log_level)  # its lines: workers_*, worker_* (with the worker's index)
-    if port_taken(settings.host, settings.port):
-        get_logger().error("proxy_port_in_use", host=settings.host, port=settings.port)
-        return 1
+    for host, port in ((settings.host, settings.port), (settings.metrics_host, settings.metrics_port)):
+        if port_taken(host, port):
+            get_logger().error("proxy_port_in_use", host=host, port=port)
+            return 1
     return WorkerSupervisor("services.proxy", count=settings.workers, environ=os.environ,
                             index_var=settings_module.WORKER_INDEX_VAR, ready_var=settings_module.READY_FD_VAR,
                             ready_fd=settings.ready_fd,
@@ -97,7 +99,11 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
         runner = await serve(make_app(state), host=settings.host, port=settings.port,
                              shutdown_timeout=settings.drain_timeout_s, reuse_port=settings.workers > 1)
         stack.push_async_callback(runner.cleanup)  # first: requests in flight finish (PROXY_DRAIN_TIMEOUT_S)
-        log.info("proxy_started", port=settings.port, pid=os.getpid(), providers=sorted(targets),
+        metrics_runner = await serve(metrics_app(metrics.registry), host=settings.metrics_host,
+                                     port=settings.metrics_port, reuse_port=settings.workers > 1)
+        stack.push_async_callback(metrics_runner.cleanup)  # scraped until the API has drained
+        log.info("proxy_started", port=settings.port, metrics_port=settings.metrics_port, pid=os.getpid(),
+                 providers=sorted(targets),
                  emulated=sorted(name for name, t in targets.items() if t.emulated))
         notify_ready(settings.ready_fd)
         await stop.wait()

@@ -13,7 +13,6 @@ from aiohttp import web
 from services.common.health import add_health_routes
 from services.common.ids import new_ulid
 from services.common.logs import ProtocolLog, get_logger
-from services.common.metrics import add_metrics_route
 from services.proxy import pipeline, reads
 from services.proxy.call import OVERHEAD_HEADER, overhead_header
 from services.proxy.chat import CHAT
@@ -104,8 +103,7 @@ def make_app(state: ProxyState) -> web.Application:
         return detail
 
     add_health_routes(app, ready)
-    state.metrics.trace_backlog.set_function(lambda: state.publisher.backlog)
-    add_metrics_route(app, state.metrics.registry)
+    state.metrics.trace_backlog.set_function(lambda: state.publisher.backlog)  # /metrics: PROXY_METRICS_PORT
     for endpoint in ENDPOINTS:
         app.router.add_route("*", endpoint.path, pipeline.handler(endpoint))
     for path, read in reads.ROUTES:

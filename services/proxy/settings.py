@@ -21,12 +21,16 @@ WORKER_INDEX_VAR = "PROXY_WORKER_INDEX"
 READY_FD_VAR = "PROXY_READY_FD"
 MAX_WORKERS = 256
 ARCHIVE_PUBLIC_KEY_VARIABLE = "PROXY_ARCHIVE_PUBLIC_KEY"
+DEFAULT_METRICS_PORT = 8090
 
 VARIABLES = (
     Variable("PROXY_HOST", "127.0.0.1", "address of the OpenAI-compatible API"),
     Variable("PROXY_PORT", "8080", "its port"),
     Variable("PROXY_WORKERS", "1", f"processes serving the port (SO_REUSEPORT), 1–{MAX_WORKERS}; > 1 needs a "
              "fixed PROXY_PORT"),
+    Variable("PROXY_METRICS_HOST", "127.0.0.1", "address of /metrics (an internal listener, never the API's)"),
+    Variable("PROXY_METRICS_PORT", str(DEFAULT_METRICS_PORT), "port of /metrics; must differ from PROXY_PORT "
+             "(> 1 PROXY_WORKERS: fixed, shared like the API port)"),
     Variable("NATS_URL", "nats://127.0.0.1:4222", "the NATS server (JetStream)"),
     Variable("NATS_STREAM_REPLICAS", "1", "replicas of the streams this service creates"),
     Variable("ROUTEUR_ADMIN_TOKEN", REQUIRED, "bearer token of the admin endpoints"),
@@ -89,6 +93,8 @@ class Settings(msgspec.Struct, frozen=True):
     worker_index: int | None = None  # this process's index among the workers; None = not started as a worker
     ready_fd: int = -1  # a pipe to write one byte to once serving (the supervisor's or the launcher's)
     archive_public_key: PublicSealKey | None = None  # PROXY_ARCHIVE_PUBLIC_KEY; None: archives are not sent
+    metrics_host: str = "127.0.0.1"  # /metrics listens here, apart from the public API
+    metrics_port: int = DEFAULT_METRICS_PORT
 
     @property
     def supervises(self) -> bool:
@@ -132,6 +138,17 @@ def _archive_public_key(environ: Mapping[str, str]) -> PublicSealKey | None:
         return parse_public_key(raw, variable=ARCHIVE_PUBLIC_KEY_VARIABLE)
     except InvalidSealKey as exc:
         raise SettingsError(str(exc)) from None
+
+
+def _metrics_port(environ: Mapping[str, str], port: int, workers: int) -> int:
+    metrics_port = env_int(environ, "PROXY_METRICS_PORT", DEFAULT_METRICS_PORT)
+    if metrics_port == port and port != 0:
+        raise SettingsError(f"PROXY_METRICS_PORT must differ from PROXY_PORT ({port}): /metrics is served on an "
+                            "internal listener, not on the public API's port")
+    if workers > 1 and metrics_port == 0:
+        raise SettingsError("PROXY_WORKERS > 1 needs a fixed PROXY_METRICS_PORT: with port 0 every worker would "
+                            "serve /metrics on a different port")
+    return metrics_port
 
 
 def load(environ: Mapping[str, str]) -> Settings:
@@ -179,5 +196,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         worker_index=worker_index,
         ready_fd=ready_fd,
         archive_public_key=_archive_public_key(environ),
+        metrics_host=env_str(environ, "PROXY_METRICS_HOST", "127.0.0.1"),
+        metrics_port=_metrics_port(environ, port, workers),
     )
     return settings

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import urllib.error
 import urllib.request
 
 import openai
+import pytest
 
 from launcher.stack import Stack
 from tests.conftest import http_json, wait_for
@@ -25,7 +27,7 @@ def _value(text: str, series: str) -> float:
 
 def test_proxy_metrics_and_overhead_header(stack: Stack) -> None:
     client = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=stack.secrets["ROUTEUR_API_KEY"], max_retries=0)
-    before = _scrape(stack.proxy_url)
+    before = _scrape(stack.metrics_url("proxy"))
     label = 'routeur_proxy_requests_total{model="gpt-4o-mini",provider="openai",status="200"}'
     start = _value(before, label) if label in before else 0.0
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini",
@@ -36,7 +38,7 @@ def test_proxy_metrics_and_overhead_header(stack: Stack) -> None:
                                         stream=True))
     status, _ = http_json("POST", f"{stack.proxy_url}/v1/chat/completions", token="rk-nobody", body={})
     assert status == 401
-    text = _scrape(stack.proxy_url)
+    text = _scrape(stack.metrics_url("proxy"))
     assert _value(text, label) == start + 2
     assert _value(text, "routeur_proxy_overhead_seconds_count") >= 2
     assert 'routeur_proxy_upstream_latency_seconds_bucket{le="0.005",provider="openai"}' in text
@@ -93,3 +95,13 @@ def test_router_metrics_expose_breaker_states(stack: Stack) -> None:
         _scrape(stack.children["router"].url)))
     assert re.search(r'^routeur_router_breaker_state\{route="openai/gpt-4o-mini"\} 0\.0$', text, re.MULTILINE)
     assert "routeur_router_snapshot_version" in text
+
+
+def test_proxy_metrics_are_not_on_the_public_port(stack: Stack) -> None:
+    """/metrics lives on the internal PROXY_METRICS_PORT listener; the public API answers 404 for it."""
+    for name in ("proxy", "proxy-2"):
+        assert stack.metrics_url(name) != stack.children[name].url
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{stack.children[name].url}/metrics", timeout=10)  # noqa: S310 (loopback)
+        assert refused.value.code == 404 and b"routeur_proxy" not in refused.value.read()
+        assert "routeur_proxy_in_flight_requests" in _scrape(stack.metrics_url(name))
