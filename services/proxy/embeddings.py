@@ -40,15 +40,14 @@ def parse_body(raw: bytes) -> dict[str, Any]:
                              f"token ids or of token-id arrays (at most {MAX_INPUTS} items)", param="input")
     for name in body:
         if name not in _FIELDS:  # OpenAI's CreateEmbeddingRequest is a closed object
-            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name,
-                                 code="unknown_parameter")
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name)
     if "encoding_format" in body and body["encoding_format"] not in ("float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
     if "dimensions" in body and (not isinstance(body["dimensions"], int) or isinstance(body["dimensions"], bool)
                                  or body["dimensions"] < 1):
         raise InvalidRequest("'dimensions' must be a positive integer", param="dimensions")
     if "user" in body and not isinstance(body["user"], str):
-        raise InvalidRequest("'user' must be a string", param="user", code="invalid_type")
+        raise InvalidRequest("'user' must be a string", param="user")
     return body
 
 

@@ -2,6 +2,9 @@
 openai/openai-openapi), by hand and without the spec at run time: what passes is what OpenAI accepts, so no
 bad body reaches a provider. Each fault is an InvalidRequest (400) naming its `param` path.
 
+Every refusal has the proxy's one validation code, `invalid_request`, and OpenAI's wording where it has one
+("Missing required parameter", "Unrecognized request argument supplied", "Supported values are").
+
 Deliberately stricter than the spec (as the API itself is): `model` non-empty; `max_tokens` and
 `max_completion_tokens` at least 1; `stream_options` only with `stream: true`; integers as JSON integers
 (1.0 is not one); unknown top-level arguments refused (the schema leaves them open; the API answers
@@ -37,8 +40,7 @@ def check_chat(body: Any) -> dict[str, Any]:
         if check is None:
             if name in _NO_CHECK:
                 continue
-            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name,
-                                 code="unknown_parameter")
+            raise InvalidRequest(f"Unrecognized request argument supplied: {name}", param=name)
         check(value, name)
     if body.get("stream_options") is not None and not body.get("stream"):
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
@@ -63,11 +65,11 @@ def _type_name(value: Any) -> str:
 
 
 def _wrong_type(param: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(f"'{param}' must be {expected}, not {_type_name(value)}", param=param, code="invalid_type")
+    return InvalidRequest(f"'{param}' must be {expected}, not {_type_name(value)}", param=param)
 
 
 def _missing(param: str) -> InvalidRequest:
-    return InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+    return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
 
 
 def _is_int(value: Any) -> bool:
@@ -117,7 +119,7 @@ def _enum(*options: str) -> Check:
             raise _wrong_type(param, "a string", value)
         if value not in allowed:
             raise InvalidRequest(f"Invalid value for '{param}': '{value[:64]}'. Supported values are: {supported}.",
-                                 param=param, code="invalid_value")
+                                 param=param)
     return enum
 
 
@@ -127,10 +129,8 @@ def _integer(low: int | None, high: int | None) -> Check:
             raise _wrong_type(param, "an integer", value)
         if (low is not None and value < low) or (high is not None and value > high):
             if high is None:
-                raise InvalidRequest(f"'{param}' must be an integer of at least {low}", param=param,
-                                     code="invalid_value")
-            raise InvalidRequest(f"'{param}' must be an integer from {low} to {high}", param=param,
-                                 code="invalid_value")
+                raise InvalidRequest(f"'{param}' must be an integer of at least {low}", param=param)
+            raise InvalidRequest(f"'{param}' must be an integer from {low} to {high}", param=param)
     return integer
 
 
@@ -156,7 +156,7 @@ def _fields(required: dict[str, Check], optional: dict[str, Check], *, closed: b
             for name in value:
                 if name not in required and name not in optional:
                     raise InvalidRequest(f"Unrecognized request argument supplied in '{param}': {name}",
-                                         param=f"{param}.{name}", code="unknown_parameter")
+                                         param=f"{param}.{name}")
     return fields
 
 
@@ -170,8 +170,7 @@ def _tagged(variants: dict[str, Check], what: str) -> Check:
         if check is None:
             if "type" not in value:
                 raise _missing(f"{param}.type")
-            raise InvalidRequest(f"'{param}.type' must be one of {supported} ({what})", param=f"{param}.type",
-                                 code="invalid_value")
+            raise InvalidRequest(f"'{param}.type' must be one of {supported} ({what})", param=f"{param}.type")
         check(value, param)
     return tagged
 
@@ -182,9 +181,9 @@ def _array(item: Check, *, low: int = 0, high: int | None = None) -> Check:
             raise _wrong_type(param, "an array", value)
         if len(value) < low:
             raise InvalidRequest(f"'{param}' must not be an empty array" if low == 1 else
-                                 f"'{param}' needs at least {low} items", param=param, code="empty_array")
+                                 f"'{param}' needs at least {low} items", param=param)
         if high is not None and len(value) > high:
-            raise InvalidRequest(f"'{param}' takes at most {high} items", param=param, code="array_above_max_length")
+            raise InvalidRequest(f"'{param}' takes at most {high} items", param=param)
         for index, element in enumerate(value):
             item(element, f"{param}[{index}]")
     return array
@@ -208,7 +207,7 @@ def _text_or_parts(part: Check) -> Check:
         if not isinstance(value, list):
             raise _wrong_type(param, "a string or an array of content parts", value)
         if not value:
-            raise InvalidRequest(f"'{param}' must not be an empty array", param=param, code="empty_array")
+            raise InvalidRequest(f"'{param}' must not be an empty array", param=param)
         for index, element in enumerate(value):
             part(element, f"{param}[{index}]")
     return content
@@ -270,7 +269,7 @@ _PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
 
 def _check_message(message: Any, where: str) -> None:
     if type(message) is dict and len(message) == 2 and type(message.get("content")) is str \
-            and message.get("role") in _PLAIN_ROLES:
+            and type(message.get("role")) is str and message["role"] in _PLAIN_ROLES:
         return  # the common case, {"role": ..., "content": "..."}, without the general walk
     role = message.get("role") if isinstance(message, dict) else None
     check = _ROLES.get(role) if isinstance(role, str) else None
@@ -345,7 +344,7 @@ def _stop(value: Any, param: str) -> None:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise InvalidRequest(f"'{param}' must be a string or an array of strings", param=param)
     if not 1 <= len(value) <= 4:
-        raise InvalidRequest(f"'{param}' must hold 1 to 4 strings", param=param, code="invalid_value")
+        raise InvalidRequest(f"'{param}' must hold 1 to 4 strings", param=param)
 
 
 def _tokens(value: Any, param: str) -> None:
@@ -356,7 +355,7 @@ def _tokens(value: Any, param: str) -> None:
 def _short_id(value: Any, param: str) -> None:
     _string(value, param)
     if len(value) > 64:
-        raise InvalidRequest(f"'{param}' must be at most 64 characters", param=param, code="string_above_max_length")
+        raise InvalidRequest(f"'{param}' must be at most 64 characters", param=param)
 
 
 # ----------------------------------------------------------------------------------- top-level fields

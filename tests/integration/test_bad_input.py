@@ -269,7 +269,7 @@ TABLE: list[tuple[str, str, str, str, tuple[tuple[bytes, bytes], ...], bytes, in
         b'[{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": ["c1"], "content": "y"}]')), 400,
      "invalid_request"),
     ("no-content-for-anthropic", "proxy", "POST", CHAT, AUTH,
-     chat(model=b"claude-haiku-4.5", messages=b'[{"role": "user", "content": []}]'), 400, "unsupported_parameter"),
+     chat(model=b"claude-haiku-4.5", messages=b'[{"role": "user", "content": []}]'), 400, "invalid_request"),
     ("no-content-for-anthropic-messages", "proxy", "POST", MESSAGES, AUTH,
      b'{"model": "claude-haiku-4.5", "max_tokens": 9, "messages": [{"role": "user", "content": ""}]}', 400, None),
     ("type-temperature", "proxy", "POST", CHAT, AUTH, chat(b', "temperature": "hot"'), 400, "invalid_request"),

@@ -44,6 +44,8 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("name_null", body_with(messages=[{"role": "user", "content": "hi", "name": None}]), "messages[0].name"),
     ("tool_calls_null", history({"role": "assistant", "content": "x", "tool_calls": None}), "messages[1].tool_calls"),
     # content by role
+    ("role_array", body_with(messages=[{"role": [None], "content": "A"}]), "messages[0].role"),
+    ("role_object", body_with(messages=[{"role": {}, "content": "A"}]), "messages[0].role"),
     ("user_content_null", body_with(messages=[{"role": "user", "content": None}]), "messages[0].content"),
     ("user_content_missing", body_with(messages=[{"role": "user"}]), "messages[0].content"),
     ("user_content_empty", body_with(messages=[{"role": "user", "content": []}]), "messages[0].content"),
@@ -138,7 +140,9 @@ def test_what_the_spec_refuses_the_proxy_refuses_naming_the_field(spec: OpenAIVa
     assert spec.chat(body) is not None, "the case must be one OpenAI's spec refuses"
     with pytest.raises(InvalidRequest) as caught:
         wire.check_chat(body)
-    assert (caught.value.status, caught.value.type, caught.value.param) == (400, "invalid_request_error", param)
+    error = caught.value
+    assert (error.status, error.type, error.code) == (400, "invalid_request_error", "invalid_request")
+    assert error.param == param
 
 
 def test_an_unknown_argument_is_worded_as_openai_words_it() -> None:
