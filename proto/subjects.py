@@ -20,6 +20,9 @@ LEDGER_SUBJECT = "routeur.ledger.v1"
 ROUTER_KV_BUCKET = "ROUTEUR_ROUTING"
 ROUTER_KV_KEY = "snapshot"
 
+# JetStream KV: dashboard sessions ended by sign-out (key: the session id), watched by every proxy
+SESSION_REVOCATIONS_BUCKET = "ROUTEUR_SESSION_REVOCATIONS"
+
 # Core NATS request/reply (no persistence)
 TRACER_GET = "routeur.tracer.get"
 TRACER_LOGS = "routeur.tracer.logs"
