@@ -15,7 +15,7 @@ VARIABLES = (
     Variable("NATS_STREAM_REPLICAS", "1", "replicas of the streams this service creates"),
     Variable("CLICKHOUSE_URL", "chdb:///./.data/clickhouse", "http(s)://user:password@host:port/database, or "
              "chdb://<dir> for the embedded engine"),
-    Variable("CLICKHOUSE_ANALYTICS_URL", "", "the read-only identity of /v1/sql and the lookups (a server user whose "
+    Variable("CLICKHOUSE_ANALYTICS_URL", "", "the read-only identity of /v1/sql (a server user whose "
              "profile holds readonly, limits and quotas); unset: CLICKHOUSE_URL on sessions the tracer makes "
              "read-only with the TRACER_SQL_* limits"),
     Variable("TRACER_HOST", "127.0.0.1", "address of the /healthz, /readyz and query API"),

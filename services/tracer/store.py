@@ -139,14 +139,14 @@ class TraceStore:
         self._client: Client | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._types: list[str] | None = None  # `traces` column types in rows.COLUMNS order, read once
-        # A dedicated analytics identity (a server user) brings its own profile: readonly, limits and quotas are its
-        # own, and a session cannot change them. Otherwise the sessions are the ingest URL's, made read-only here.
-        own = not analytics_url
-        settings = session_settings(limits or Limits(), readonly=True) if own else {}
-        self.analytics_pool = AnalyticsPool(analytics_url or url, settings=settings, workers=workers,
-                                            queue_s=queue_s, name="analytics")
-        self.lookup_pool = AnalyticsPool(analytics_url or url, settings=settings, workers=workers,
-                                         queue_s=queue_s, name="lookup")
+        # The admin's SQL: a dedicated analytics identity (a server user) brings its own profile — readonly, limits
+        # and quotas are its own and a session cannot change them — so no setting is sent. Otherwise its sessions are
+        # the ingest URL's, made read-only with the limits here. The lookups run only the tracer's own SQL: always
+        # the ingest URL's identity, on read-only sessions with the same limits (a user's quota never starves them).
+        own = session_settings(limits or Limits(), readonly=True)
+        self.analytics_pool = AnalyticsPool(analytics_url or url, settings={} if analytics_url else own,
+                                            workers=workers, queue_s=queue_s, name="analytics")
+        self.lookup_pool = AnalyticsPool(url, settings=own, workers=workers, queue_s=queue_s, name="lookup")
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
