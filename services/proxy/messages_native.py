@@ -133,8 +133,10 @@ async def _send(out: web.StreamResponse, data: bytes) -> None:
         raise _CallerGone from None
 
 
-def _restored(restorer: EventRestorer | None, event: native.Event) -> bytes:
+def _restored(restorer: EventRestorer | None, event: native.Event, model: str) -> bytes:
     raw, kind, data = event
+    if kind == "message_start" and isinstance(data.get("message"), dict):  # named as the caller asked, as unstreamed
+        return native.encode_event(kind, {**data, "message": {**data["message"], "model": model}})
     changed = restorer.event(kind, data) if restorer is not None else None
     return raw if changed is None else b"".join(native.encode_event(name, item) for name, item in changed)
 
@@ -162,7 +164,7 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: CallerStream
                     continue
                 if reader.usage is not None:
                     call.saw_chunk(None, reader.usage)
-                ready = b"".join(_restored(restorer, event) for event in events)
+                ready = b"".join(_restored(restorer, event, call.requested_model) for event in events)
                 if ready:
                     call.first_byte_sent()
                     await _send(out, ready)

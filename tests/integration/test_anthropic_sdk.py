@@ -113,7 +113,8 @@ def test_inline_trace(client: anthropic.Anthropic, model_id: str) -> None:
                                                         stream=True, extra_headers=TRACE) as response:
         events = [(sse.event, sse.json()) for sse in anthropic.Stream.raw_events(response.http_response)]
     names = [name for name, _ in events]
-    assert names[:2] == ["message_start", "ping"] and names[-3:] == ["message_delta", "message_stop", "routeur_trace"]
+    assert names[0] == "message_start" and "ping" in names  # a Claude route's own order passes through natively
+    assert names[-3:] == ["message_delta", "message_stop", "routeur_trace"]
     streamed = events[-1][1]["routeur_trace"]
     assert streamed["stream"] is True and streamed["completion_tokens"] == message.usage.output_tokens
     assert events[-3][1]["usage"]["output_tokens"] == message.usage.output_tokens
