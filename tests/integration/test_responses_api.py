@@ -270,3 +270,40 @@ def test_an_output_budget_over_the_models_cap_is_a_400_naming_max_output_tokens(
         client.responses.create(model="gpt-4o-mini", input=QUESTION, max_output_tokens=10**8)
     error = caught.value.response.json()["error"]
     assert error["param"] == "max_output_tokens" and "'max_output_tokens' is too large" in error["message"]
+
+
+@pytest.mark.parametrize("model_id", ["gpt-4o-mini", "claude-sonnet-4.5"])
+def test_a_cut_stream_ends_with_an_error_event_and_a_502_trace(stack: Stack, client: openai.OpenAI,
+                                                               model_id: str) -> None:
+    upstream = loader.load().model(model_id).routes[0].upstream_model  # type: ignore[union-attr]
+    emulator = stack.children["emulator"].url
+    http_json("PUT", f"{emulator}/_emulator/faults/{upstream}", body={"drop_after_chunks": 4})
+    try:
+        raw = client.responses.with_raw_response.create(model=model_id, input=QUESTION, stream=True)
+        received = b"".join(raw.http_response.iter_bytes()).decode()
+    finally:
+        http_json("DELETE", f"{emulator}/_emulator/faults")
+    events = [json.loads(line[5:]) for line in received.splitlines() if line.startswith("data:")]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    for event in events:
+        validate("ResponseStreamEvent", event)
+    kinds = [e["type"] for e in events]
+    assert "response.completed" not in kinds and "error" in kinds
+    stored = _stored_trace(stack, raw.headers["x-request-id"])
+    assert stored["status_code"] == 502 and stored["endpoint"] == "/v1/responses"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_payload_archive_of_a_passed_through_response(stack: Stack, stream: bool) -> None:
+    _, key = org_key(stack, archive_payloads=True)
+    caller = openai.OpenAI(base_url=f"{stack.proxy_url}/v1", api_key=key, max_retries=0)
+    raw = caller.responses.with_raw_response.create(model="gpt-4o-mini", input="Archive me.", stream=stream)
+    received = b"".join(raw.http_response.iter_bytes()).decode() if stream else raw.text
+    status, archive = fetch(archived_url(stack, key, raw.headers["x-request-id"]))
+    assert status == 200, archive
+    layers = archive["layers"]
+    assert json.loads(layers["upstream_request"])["input"] == "Archive me."
+    assert json.loads(layers["upstream_request"])["store"] is False
+    assert layers["caller_response"] == received
+    if stream:
+        assert "event: response.completed" in layers["upstream_response"]
