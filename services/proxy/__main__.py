@@ -24,10 +24,12 @@ from services.common.workers import WorkerSupervisor, notify_ready, port_taken
 from services.proxy import chat, providers
 from services.proxy import settings as settings_module
 from services.proxy.billing_client import BillingClient
+from services.proxy.dashboard.session import TTL_S as SESSION_TTL_S
 from services.proxy.metrics import ProxyMetrics
 from services.proxy.payloads import PayloadPublisher
 from services.proxy.publisher import TracePublisher
 from services.proxy.service import ProxyState, client_session, make_app
+from services.proxy.session_revocations import SessionRevocations
 from services.router.client import RoutingView
 
 ABOUT = ("Routeur's proxy: the OpenAI-compatible API (and Anthropic's) clients call. It authenticates the key, "
@@ -85,6 +87,9 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
         payloads.start()
         stack.push_async_callback(payloads.close, timeout=FLUSH_TIMEOUT_S)
         metrics.payload_backlog.set_function(lambda: payloads.buffered_bytes)
+        revocations = SessionRevocations(js, ttl_s=SESSION_TTL_S, replicas=settings.stream_replicas)
+        await revocations.start()
+        stack.push_async_callback(revocations.stop)
         publisher = TracePublisher(js)
         publisher.start()
         stack.push_async_callback(publisher.close, timeout=FLUSH_TIMEOUT_S)
@@ -95,7 +100,7 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
             publisher=publisher, nc=nc, query_timeout_s=settings.query_timeout_s,
             max_body_bytes=settings.max_body_bytes, metrics=metrics, payloads=payloads,
             dlp_policies=settings.dlp_policies, public_url=settings.public_url,
-            payload_max_bytes=settings.payload_max_bytes)
+            payload_max_bytes=settings.payload_max_bytes, revocations=revocations)
         runner = await serve(make_app(state), host=settings.host, port=settings.port,
                              shutdown_timeout=settings.drain_timeout_s, reuse_port=settings.workers > 1)
         stack.push_async_callback(runner.cleanup)  # first: requests in flight finish (PROXY_DRAIN_TIMEOUT_S)

@@ -19,6 +19,7 @@ from services.proxy.metrics import ProxyMetrics
 from services.proxy.payloads import PayloadPublisher
 from services.proxy.providers import Target
 from services.proxy.publisher import TracePublisher
+from services.proxy.session_revocations import SessionRevocations
 from services.proxy.upstream import Upstream
 from services.router.client import RoutingView
 
@@ -40,6 +41,7 @@ class ProxyState:
     dlp_policies: Mapping[str, dlp.Policy] = field(default_factory=lambda: dlp.load_policies(None))
     public_url: str = ""  # the base of minted payload links; empty = the request's own scheme and host
     payload_max_bytes: int = 8 * 1024 * 1024
+    revocations: SessionRevocations | None = None  # dashboard sign-outs shared by every proxy (None: this one only)
 
 
 STATE = web.AppKey("state", ProxyState)

@@ -35,6 +35,10 @@ def test_session_seal_open_expiry_and_tampering() -> None:
     assert "rk-secret" not in cookie and sessions.open(cookie, now_s=1059) == "rk-secret"
     assert sessions.open(cookie, now_s=1060) is None  # expired
     assert Sessions(b"t" * 32).open(cookie, now_s=1000) is None  # another deployment's admin token
+    opened = sessions.open_session(cookie, now_s=1000)
+    assert opened is not None and len(opened.session_id) == 32 and opened.expires_s == 1060
+    again = sessions.open_session(sessions.seal("rk-secret", now_s=1000), now_s=1000)
+    assert again is not None and again.session_id != opened.session_id  # each sign-in is its own session
     flipped = cookie[:20] + ("A" if cookie[20] != "A" else "B") + cookie[21:]
     for bad in (flipped, cookie[:-2], "", "not base64 !", "A" * 3000, cookie + "x"):
         assert sessions.open(bad, now_s=1000) is None, bad
@@ -211,6 +215,27 @@ def test_pages_redirect_without_a_valid_session_and_logout_clears_it(stack: Stac
     assert out.status == 303 and out.headers["Location"] == "/dashboard/login"
     assert out.cookie.startswith(f"{COOKIE}=;") or out.cookie.startswith(f'{COOKIE}="";')
     assert "Max-Age=0" in out.cookie
+
+
+def test_logout_ends_the_session_on_every_proxy_even_for_a_copied_cookie(stack: Stack, org: Org) -> None:
+    """Sign-out on one proxy puts the session on the shared list: a copy of the cookie (taken before) stops
+    working on that proxy at once and on the other within the KV watch's propagation; another session of the
+    same key stays open."""
+    base, other = stack.proxy_url, stack.children["proxy-2"].url
+    session = session_of(login(base, org.secret))
+    second = session_of(login(base, org.secret))
+    copied = dict(with_cookie(session))
+    for replica in (base, other):
+        assert http_json("GET", f"{replica}/v1/logs", headers=copied)[0] == 200
+    out = raw(f"{base}/dashboard/logout", method="POST", headers={"Origin": base, **with_cookie(session)})
+    assert out.status == 303 and "Max-Age=0" in out.cookie
+    assert http_json("GET", f"{base}/v1/logs", headers=copied)[0] == 401
+    assert raw(f"{base}/dashboard/keys", headers=copied).status == 303
+    wait_for(lambda: http_json("GET", f"{other}/v1/logs", headers=copied)[0] == 401, timeout=5, interval=0.05)
+    assert raw(f"{other}/dashboard/keys", headers=copied).status == 303
+    assert http_json("GET", f"{other}/dashboard/api/keys", headers=copied)[0] == 401
+    for replica in (base, other):
+        assert http_json("GET", f"{replica}/v1/logs", headers=with_cookie(second))[0] == 200
 
 
 def test_the_cookie_never_spends(stack: Stack, org: Org) -> None:

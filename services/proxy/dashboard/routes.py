@@ -28,6 +28,7 @@ from services.proxy.auth import ADMIN, KeyRing, Principal, well_formed
 from services.proxy.billing_client import BillingClient, BillingRefused
 from services.proxy.dashboard.session import COOKIE, Sessions
 from services.proxy.errors import AuthError, NotFound, ProxyError, ServiceUnavailable
+from services.proxy.session_revocations import LocalRevocations, SessionRevocations
 from services.proxy.state import ProxyState
 
 log = get_logger()
@@ -59,6 +60,7 @@ class Dashboard:
     nc: Client
     query_timeout_s: float
     sessions: Sessions
+    revocations: SessionRevocations | LocalRevocations
     pages: dict[str, str]
     login_form: str
 
@@ -79,6 +81,7 @@ def add_dashboard(app: web.Application, state: ProxyState) -> None:
     """Register the dashboard on the proxy app (`/dashboard…`); reads its page templates once."""
     app[DASHBOARD] = Dashboard(keys=state.keys, billing=state.billing, nc=state.nc,
                                query_timeout_s=state.query_timeout_s, sessions=Sessions(_session_secret(state.keys)),
+                               revocations=state.revocations or LocalRevocations(),
                                pages={page: _page_template(page, title) for page, title in PAGES.items()},
                                login_form=(PAGES_DIR / "login.html").read_text())
     routes = app.router
@@ -122,7 +125,10 @@ def session_credential(request: web.Request) -> str:
     dashboard = request.app.get(DASHBOARD)
     if dashboard is None or request.method not in _SAFE_METHODS:
         return ""
-    return dashboard.sessions.open(request.cookies.get(COOKIE, ""), now_s=time.time()) or ""
+    session = dashboard.sessions.open_session(request.cookies.get(COOKIE, ""), now_s=time.time())
+    if session is None or session.session_id in dashboard.revocations.revoked:
+        return ""
+    return session.credential
 
 
 async def authenticate(dashboard: Dashboard, credential: str) -> Principal:
@@ -200,6 +206,15 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     if not _same_origin(request):
         return _page_response("<p>Sign out must be posted from this site.</p>", status=403)
+    dashboard = request.app[DASHBOARD]
+    session = dashboard.sessions.open_session(request.cookies.get(COOKIE, ""), now_s=time.time())
+    if session is not None:  # end it on every proxy, so a copy of the cookie stops working too
+        try:
+            await dashboard.revocations.revoke(session.session_id, session.expires_s)
+        except Exception as exc:  # not recorded: keep the cookie so that signing out can be retried
+            log.warning("dashboard_logout_not_recorded", error=type(exc).__name__)
+            return _page_response("<p>Sign-out could not be recorded (the message bus is unavailable); your "
+                                  "session is still open. Try again shortly.</p>", status=503)
     response = _redirect(f"{PREFIX}/login")
     response.set_cookie(COOKIE, "", max_age=0, expires="Thu, 01 Jan 1970 00:00:00 GMT", path="/", httponly=True,
                         samesite="Strict", secure=_is_https(request))
