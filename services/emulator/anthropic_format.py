@@ -228,7 +228,7 @@ def counting_max_tokens(body: Mapping[str, Any]) -> int:
     """The `max_tokens` a count_tokens body (which has none) is checked with: one more than a thinking budget."""
     thinking = body.get("thinking")
     budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
-    return budget + 1 if _is_int(budget) else 1
+    return budget + 1 if isinstance(budget, int) and not isinstance(budget, bool) else 1
 
 
 def validate_request(body: object) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ exactly, count_tokens, DLP, and the archived upstream request holding the caller
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from decimal import Decimal
@@ -85,7 +86,7 @@ def test_claude_code_stream_thinks_and_the_second_call_reads_the_cache(stack: St
 
     route = _route(MODEL, "anthropic")
     for message, request_id in zip(finals, request_ids, strict=True):
-        row = wait_for(lambda rid=request_id: trace_row(stack, rid))
+        row = wait_for(functools.partial(trace_row, stack, request_id))
         assert (row["provider"], row["endpoint"], bool(row["stream"])) == ("anthropic", "/v1/messages", True)
         usage = message.usage
         assert row["cached_tokens"] == (usage.cache_read_input_tokens or 0)
