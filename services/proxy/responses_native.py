@@ -125,6 +125,7 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = ATTEMPT_TIMEOUT if isinstance(exc, TimeoutError) else type(exc).__name__
         call.upstream_answered()
+        _estimate(call, sent)
         if ended in rw.TERMINAL:
             call.attempted(200, None)
             trace = call.trace()
@@ -143,9 +144,16 @@ async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamRe
                                              "message": "the upstream stream ended before completion"}))
         await out.write_eof()
     except ConnectionError:  # the caller went away
+        _estimate(call, sent)
         call.caller_gone(sent)
         trace = call.trace()
     return trace
+
+
+def _estimate(call: Call, sent: list[bytes]) -> None:
+    """Usage from what was relayed, when the provider's final response (and its usage) never came."""
+    if call.usage is None and sent:
+        call.answered(call.status_code, rw.estimate_usage(sent, prompt_bytes=call.prompt_bytes), estimated=True)
 
 
 async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,

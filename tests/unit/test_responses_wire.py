@@ -203,3 +203,26 @@ def test_an_output_budget_over_the_models_cap_is_named_as_the_caller_sent_it() -
     error = InvalidRequest("'max_completion_tokens' is too large: 99999999.", param="max_completion_tokens")
     body = json.loads(responses.render_error(error, "req_1").body)  # type: ignore[arg-type]
     assert body["error"]["param"] == "max_output_tokens" and "'max_output_tokens'" in body["error"]["message"]
+
+
+def test_usage_of_a_stream_without_its_final_response_is_estimated_from_the_deltas() -> None:
+    events = [rw.encode_event({"type": "response.output_text.delta", "sequence_number": 3, "item_id": "m",
+                               "output_index": 0, "content_index": 0, "delta": "x" * 10, "logprobs": []}),
+              rw.encode_event({"type": "response.function_call_arguments.delta", "sequence_number": 4,
+                               "item_id": "fc", "output_index": 1, "delta": "y" * 6})]
+    usage = rw.estimate_usage(events, prompt_bytes=40)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (10, 4, 14)
+
+
+def test_passed_through_usage_becomes_the_traces_usage() -> None:
+    raw = json.dumps({"id": "resp_1", "usage": {
+        "input_tokens": 11, "input_tokens_details": {"cached_tokens": 3, "cache_write_tokens": 0},
+        "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 18}}).encode()
+    usage = rw.reply_usage(raw)
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens,
+            usage.reasoning_tokens) == (11, 7, 18, 3, 2)
+    info = rw.event_info(b"event: response.completed\ndata: " + json.dumps(
+        {"type": "response.completed", "sequence_number": 9, "response": json.loads(raw)}).encode() + b"\n\n")
+    assert info is not None and info.type == "response.completed" and info.sequence_number == 9
+    assert rw.chat_usage(info.response.usage if info.response else None) == usage
