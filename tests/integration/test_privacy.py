@@ -1,19 +1,28 @@
 """The data boundary with payload storage off: a canary sent in 100 prompts is found nowhere — NATS streams,
 ClickHouse tables, S3 buckets, service logs or any other file Routeur wrote. Each search is first shown able
-to find something (the request ids, which every place does hold)."""
+to find something (the request ids, which every place does hold). With payload storage on and the archiver
+down, the archives wait in JetStream sealed: the canary is in no NATS file, raw or base64."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import os
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import anthropic
+import nats
 import openai
 
 from launcher.ceph import S3Endpoint
 from launcher.stack import Stack
-from tests.conftest import sql, wait_for
+from proto import codec, subjects
+from proto.payload import PayloadArchive
+from tests.conftest import STACK_BUCKET, http_json, sql, wait_for
 from tests.fixtures.ceph import s3_client
 from tests.integration.test_dlp_gateway import org_key
 
@@ -125,3 +134,74 @@ def test_a_canary_in_100_prompts_is_found_nowhere(stack: Stack, s3_endpoint: S3E
     assert _files_containing(data_dir, canary.encode(), skip=provider_logs) == []
 
     assert _s3_hits(s3_endpoint, canary.encode(), before=objects_before) == []
+
+
+def _needles(text: str) -> list[bytes]:
+    """`text` as it would sit in a bus message: raw, and inside base64 (a PayloadArchive's layers are bytes,
+    which msgspec JSON writes as base64) at each of the three byte alignments."""
+    data = text.encode()
+    needles = [data]
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + data)
+        needles.append(encoded[(offset * 4 + 2) // 3 : -4])
+    return needles
+
+
+def _stream_messages(stack: Stack) -> int:
+    async def count() -> int:
+        nc = await nats.connect(stack.nats.url)
+        try:
+            info = await nc.jetstream().stream_info(subjects.PAYLOAD_STREAM)
+            return int(info.state.messages)
+        finally:
+            await nc.close()
+
+    return asyncio.run(count())
+
+
+def test_archives_wait_sealed_while_the_archiver_is_down_then_complete(
+        stack: Stack, s3_endpoint: S3Endpoint) -> None:
+    """Payload archiving on and the archiver stopped for the whole run: the archives wait in JetStream, and the
+    canary (raw or base64) is in no NATS file; the archiver back, every archive is stored and opens."""
+    org, key = org_key(stack, archive_payloads=True)
+    canary = f"CANARY{uuid.uuid4().hex}"
+    needles = _needles(canary)
+    plaintext = codec.encode(PayloadArchive(request_id="r", organization_id=org, timestamp_ms=0,
+                                            caller_request=f"Remember {canary} number 1.".encode(),
+                                            upstream_request=b"", upstream_response=b"", caller_response=b""))
+    assert any(needle in plaintext for needle in needles[1:]), "the base64 needles find a plaintext archive"
+
+    stack.stop_service("archiver")
+    try:
+        before = _stream_messages(stack)
+        ids = _send_canaries(stack, key, canary)
+
+        def settled() -> int | None:
+            first = _stream_messages(stack)
+            time.sleep(0.5)
+            return first - before if first == _stream_messages(stack) and first - before >= 80 else None
+
+        archived = wait_for(settled, timeout=30)
+        nats_dir = stack.nats.data_dir
+        wait_for(lambda: _files_containing(nats_dir, ids[0].encode(), skip=set()), timeout=10)  # the search works
+        for needle in needles:
+            assert _files_containing(nats_dir, needle, skip=set()) == [], needle
+        assert all(needle not in path.read_bytes() for path in stack.logs.glob("*.log")
+                   if not path.name.startswith("emulator") for needle in needles)
+    finally:
+        stack.start_service("archiver")
+
+    prefix = f"{org}/"
+    s3 = s3_client(s3_endpoint)
+
+    def stored() -> int | None:
+        count = sum(len(page.get("Contents", [])) for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=STACK_BUCKET, Prefix=prefix))
+        return count if count == archived else None
+
+    wait_for(stored, timeout=60, interval=0.5)
+    status, trace = http_json("GET", f"{stack.proxy_url}/v1/traces/{ids[0]}", token=key)
+    assert status == 200 and trace["payload_url"], trace
+    with urllib.request.urlopen(trace["payload_url"], timeout=30) as response:  # noqa: S310 (loopback)
+        body = json.loads(response.read())
+    assert canary in body["layers"]["caller_request"]
