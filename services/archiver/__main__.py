@@ -30,6 +30,11 @@ async def main(stop: asyncio.Event, settings: settings_module.Settings) -> None:
     if settings.master_key_placeholder:
         log.warning("archiver_master_key_placeholder", detail="ROUTEUR_MASTER_KEY is the published deploy/k8s "
                     "placeholder: payloads are readable by anyone; set k1:$(openssl rand -base64 32)")
+    if settings.seal_key_placeholder:
+        log.warning("archiver_seal_key_placeholder", detail="ARCHIVER_SEAL_KEY is the published deploy/k8s "
+                    "placeholder: anyone can open the sealed archives on the bus; make a pair with "
+                    "python -m services.archiver.sealkey")
+    log.info("archiver_seal_public_key", public_key=seal_keys.active.public.text())  # the proxies' value
     async with AsyncExitStack() as stack:
         store = open_store(settings.object_store_url, access_key=settings.s3_access_key.reveal(),
                            secret_key=settings.s3_secret_key.reveal(), endpoint_url=settings.s3_endpoint_url,

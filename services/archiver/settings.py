@@ -61,6 +61,7 @@ class Settings(msgspec.Struct, frozen=True):
     retention_days: int
     sweep_interval_s: float
     batch: int
+    seal_key_placeholder: bool = False  # ARCHIVER_SEAL_KEY is deploy/k8s's published placeholder
 
 
 def _bounded(name: str, value: float, low: float, high: float) -> None:
@@ -110,6 +111,7 @@ def load(environ: Mapping[str, str]) -> Settings:
         retention_days=env_int(environ, "ARCHIVER_RETENTION_DAYS", 30),
         sweep_interval_s=env_float(environ, "ARCHIVER_SWEEP_INTERVAL_S", 3600.0),
         batch=env_int(environ, "ARCHIVER_BATCH", 64),
+        seal_key_placeholder=PLACEHOLDER in environ.get(SEAL_KEY_VARIABLE, ""),
     )
     _bounded("PAYLOAD_URL_TTL_S", settings.url_ttl_s, 1, MAX_URL_TTL_S)
     _bounded("ARCHIVER_RETENTION_DAYS", settings.retention_days, 0, 36_500)

@@ -41,7 +41,7 @@ WRITABLE_ROOT = {"clickhouse": "the image's entrypoint writes users.d/default-us
 # Variables the manifests set for a service before its settings read them
 # (the router issue's rules file; the payload archive issue's key-wrapping master key).
 PENDING_SETTINGS = {"ROUTER_RULES": "router", "ROUTEUR_MASTER_KEY": "archiver"}
-SECRET_NAME = re.compile(r"(KEY|TOKEN|PASSWORD|SECRET)$")
+SECRET_NAME = re.compile(r"(?<!PUBLIC_)(KEY|TOKEN|PASSWORD|SECRET)$")  # a public key is not a secret
 EXPANSION = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 DEV, PROD, EXTERNAL = "dev", "prod", "prod-external"
 VARIANTS = (DEV, PROD, EXTERNAL)
