@@ -40,6 +40,7 @@ class AnalyticsPool:
         self._settings = settings
         self._workers = workers
         self._queue_s = queue_s
+        self._name = name
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"clickhouse-{name}")
         self._killer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"clickhouse-{name}-kill")
         self._local = threading.local()
@@ -59,6 +60,19 @@ class AnalyticsPool:
                 self._clients.append(client)
         return client
 
+    def _drop(self, client: Client) -> None:
+        """Close this thread's session after a failed query; the next call opens a fresh one. On chdb a query that
+        failed mid-result (a result limit, a kill) can leave its output in the handle, where the next query's answer
+        was read after it (wrong columns, "unrecognized data found in stream")."""
+        self._local.client = None
+        with self._clients_lock:
+            if client in self._clients:
+                self._clients.remove(client)
+        try:
+            client.close()
+        except Exception as exc:  # it is dropped all the same
+            log.warning("analytics_session_close_failed", **error_detail(exc))
+
     async def query(self, sql: str, params: dict[str, Any]) -> Result:
         """Run one read-only statement on a free session; cancelled → the query is killed in the engine."""
         try:
@@ -68,7 +82,12 @@ class AnalyticsPool:
         marker = f"/* routeur-query:{uuid.uuid4().hex} */"
 
         def run() -> Result:
-            result = self._client().query(f"{marker} {sql}", parameters=params)
+            client = self._client()
+            try:
+                result = client.query(f"{marker} {sql}", parameters=params)
+            except Exception:
+                self._drop(client)
+                raise
             return list(result.column_names), [tuple(row) for row in result.result_rows]
 
         future = asyncio.get_running_loop().run_in_executor(self._executor, run)
@@ -90,6 +109,7 @@ class AnalyticsPool:
             if not future.done():
                 await asyncio.get_running_loop().run_in_executor(self._killer, self._kill_now, marker)
                 self.killed += 1
+                log.info("analytics_query_killed", pool=self._name)
             await asyncio.wait({future})
             if not future.cancelled():
                 future.exception()  # retrieved: the engine's "query was cancelled" is expected here

@@ -227,3 +227,34 @@ async def test_inserts_failing_past_the_exit_threshold_make_the_tracer_give_up(b
         await failing.stop()
         await dead.close()
     assert await bus_.unacked() == 1  # nothing lost: the next process stores it
+
+
+async def test_a_query_failing_mid_result_never_leaks_into_the_next_answer(bus_: Bus, tmp_path: Path) -> None:
+    """On chdb a result-limit failure left its output in the session, where the next query's answer was read after
+    it (wrong columns, or "unrecognized data found in stream"): a failed session is now replaced."""
+    store = _store(tmp_path, Limits(), workers=2, queue_s=60)
+    limited = ("SELECT number FROM system.numbers", "SELECT * FROM system.numbers_mt LIMIT 100000000",
+               "SELECT count() FROM numbers(1e12)")
+    wrong: list[object] = []
+
+    async def over_limits(query: str) -> None:
+        for _ in range(3):
+            with pytest.raises(Exception, match="TOO_MANY_ROWS"):
+                await store.analytics(query, {})
+
+    async def small(i: int) -> None:
+        for _ in range(30):
+            try:
+                columns, found = await store.analytics(f"SELECT {i} AS n{i}", {})
+            except Exception as exc:  # noqa: BLE001 (a leak shows as a decoding failure too)
+                wrong.append(exc)
+                continue
+            if (columns, found) != ([f"n{i}"], [(i,)]):
+                wrong.append((columns, found[:2]))
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.gather(*[over_limits(query) for query in limited], small(1), small(2))
+    finally:
+        await store.close()
+    assert not wrong, wrong[:3]
