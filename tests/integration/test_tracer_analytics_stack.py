@@ -90,7 +90,8 @@ def _abandoned_running(stack: Stack) -> int:
 def _stored(stack: Stack, ids: list[str]) -> int:
     query = "SELECT count() AS n FROM traces FINAL WHERE request_id IN {ids:Array(String)}"
     status, body = http_json("POST", f"{stack.children['tracer'].url}/v1/sql",
-                             token=stack.secrets["ROUTEUR_ADMIN_TOKEN"], body={"query": query, "parameters": {"ids": ids}})
+                             token=stack.secrets["ROUTEUR_ADMIN_TOKEN"],
+                             body={"query": query, "parameters": {"ids": ids}})
     assert status == 200 and body["columns"] == ["n"], (status, body)
     return int(body["rows"][0][0])
 
