@@ -9,6 +9,7 @@ a slow archiver, and while NATS itself is unreachable archives wait in a memory 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -24,6 +25,7 @@ from services.common.retry_queue import RetryQueue
 from services.common.sealing import PublicSealKey
 
 log = get_logger()
+INLINE_SEAL_BYTES = 64 * 1024  # larger archives are sealed in a worker thread
 
 
 @dataclass
@@ -124,7 +126,10 @@ class PayloadPublisher:
         archive, data = item
         if self._seal_to is None:  # submit() queues nothing without it
             return True
-        message = seal_archive(archive, self._seal_to, data)
+        if len(data) < INLINE_SEAL_BYTES:
+            message = seal_archive(archive, self._seal_to, data)
+        else:  # AES-GCM and base64 over megabytes: off the event loop the API requests share
+            message = await asyncio.to_thread(seal_archive, archive, self._seal_to, data)
         try:
             await self._js.publish(subjects.PAYLOAD_SUBJECT, message, timeout=10.0, stream=subjects.PAYLOAD_STREAM,
                                    headers={"Nats-Msg-Id": archive.request_id})

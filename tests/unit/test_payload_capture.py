@@ -143,3 +143,16 @@ def test_a_fetch_body_opens_only_with_the_one_time_key_for_its_request() -> None
         sealing.open_sealed(box, fetch_reply_aad("01JBBBBBBBBBBBBBBBBBBBBBBB"), SealKeyRing([reply_key]))
     with pytest.raises(sealing.InvalidSealKey):
         inbound.seal_fetch_body(b"x", "01JAAAAAAAAAAAAAAAAAAAAAAA", b"short")
+
+
+async def test_a_large_archive_is_sealed_too() -> None:
+    js = _DownJetStream()
+    js.up = True
+    dropped = Counter("dropped", "test", registry=CollectorRegistry())
+    publisher = PayloadPublisher(js, buffer_bytes=1 << 24, dropped=dropped,  # type: ignore[arg-type]
+                                 seal_to=ARCHIVER_KEY.public)
+    publisher.start()
+    publisher.submit(_archive("big", 1 << 20))
+    await publisher.close(timeout=10)
+    assert [archive.request_id for archive in js.stored] == ["big"] and len(js.stored[0].caller_request) == 1 << 20
+    assert b"xxxx" not in js.raw[0] and b"eHh4" not in js.raw[0]
