@@ -234,6 +234,15 @@ def _set(name: str, values: st.SearchStrategy[Any]) -> Mutation:
     return mutate
 
 
+def _translated(mutation: Mutation) -> Mutation:
+    """`mutation` on a body for a model whose route translates /v1/messages (Claude routes take top_k and thinking
+    natively; the translation cannot carry them)."""
+    def mutate(draw: st.DrawFn, body: dict[str, Any]) -> None:
+        body["model"] = draw(choose([m for m in MESSAGES_MODELS if not m.startswith("claude")]))
+        mutation(draw, body)
+    return mutate
+
+
 def _drop(name: str) -> Mutation:
     def mutate(draw: st.DrawFn, body: dict[str, Any]) -> None:
         body.pop(name, None)
@@ -334,8 +343,8 @@ MESSAGES_BREAKERS: dict[str, Mutation] = {
     "metadata_bad": _set("metadata", st.one_of(st.integers(), st.text(max_size=5), st.lists(scalars, max_size=2))),
     "tools_bad": _set("tools", st.one_of(st.integers(), st.text(max_size=5), st.lists(not_object, min_size=1,
                                                                                          max_size=2))),
-    "top_k": _set("top_k", st.integers(0, 500)),
-    "thinking": _set("thinking", st.just({"type": "enabled", "budget_tokens": 1024})),
+    "top_k": _translated(_set("top_k", st.integers(0, 500))),
+    "thinking": _translated(_set("thinking", st.just({"type": "enabled", "budget_tokens": 1024}))),
 }
 
 EMBEDDINGS_BREAKERS: dict[str, Mutation] = {

@@ -182,6 +182,9 @@ def _check_messages(messages: list[Any]) -> str | None:
             return f"{at}.content: Field required"
         if not isinstance(content, (str, list)):
             return f"{at}.content: Input should be a valid list"
+        if not content and not (i == len(messages) - 1 and role == "assistant"):
+            # the API's words (quoted in anthropics/anthropic-sdk-python and langchain issues)
+            return f"{at}: all messages must have non-empty content except for the optional final assistant message"
         for j, block in enumerate(content if isinstance(content, list) else []):
             if (error := _check_block(block, f"{at}.content.{j}")) is not None:
                 return error

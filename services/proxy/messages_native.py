@@ -17,6 +17,7 @@ from proto.routing import ATTEMPT_HTTP_ERROR, ATTEMPT_TIMEOUT, ATTEMPT_UPSTREAM_
 from proto.trace import TraceEvent
 from services.proxy import chat
 from services.proxy import openai_wire as wire
+from services.proxy.adapters import anthropic_check
 from services.proxy.adapters import anthropic_native as native
 from services.proxy.adapters.errors import UnsupportedParameter
 from services.proxy.call import OVERHEAD_HEADER, Call
@@ -46,6 +47,10 @@ async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, An
     """One attempt on a Claude route: streamed when the body asks for it, else one complete reply."""
     route, model = call.route, call.model
     assert route is not None and model is not None
+    try:
+        anthropic_check.check(body)
+    except anthropic_check.Refused as exc:  # what Anthropic would refuse never reaches it
+        raise InvalidRequest(exc.message, param=exc.param) from None
     try:
         native.check(body, model.id, model.capabilities)
     except UnsupportedParameter as exc:

@@ -223,3 +223,49 @@ def test_parameters_the_model_cannot_take_follow_the_catalog(client: anthropic.A
     answered = client.messages.create(model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}],
                                       extra_body={"top_k": 5})
     assert answered.content
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "bedrock"])
+def test_an_error_mid_stream_reaches_the_caller_as_anthropics_error_event(stack: Stack, client: anthropic.Anthropic,
+                                                                          provider: str) -> None:
+    emulator = stack.children["emulator"].url
+    route = _route(MODEL, provider)
+    if provider == "bedrock":  # the Anthropic route fails first, so the request falls back to Bedrock
+        http_json("PUT", f"{emulator}/_emulator/faults/{_route(MODEL, 'anthropic').upstream_model}",
+                  body={"status": 529, "fail_times": 1})
+    status = 529 if provider == "anthropic" else 503  # Bedrock's overloaded: serviceUnavailableException
+    http_json("PUT", f"{emulator}/_emulator/faults/{route.upstream_model}",
+              body={"status": status, "drop_after_chunks": 4, "fail_times": 1})
+    try:
+        with pytest.raises(anthropic.APIStatusError) as caught:  # noqa: PT012
+            with client.messages.stream(**claude_code_request(uuid.uuid4().hex)) as stream:
+                stream.get_final_message()
+        request_id = caught.value.response.headers["request-id"]
+    finally:
+        http_json("DELETE", f"{emulator}/_emulator/faults")
+    assert isinstance(caught.value.body, dict) and caught.value.body["error"]["type"] == "overloaded_error"
+    row = wait_for(lambda: trace_row(stack, request_id))
+    assert (row["status_code"], row["provider"]) == (502, provider)
+    assert row["usage_estimated"] is True and Decimal(str(row["cost_usd"])) > 0
+
+
+def test_a_stream_cut_short_ends_with_an_error_event(stack: Stack, client: anthropic.Anthropic) -> None:
+    emulator = stack.children["emulator"].url
+    http_json("PUT", f"{emulator}/_emulator/faults/{_route(MODEL, 'anthropic').upstream_model}",
+              body={"drop_after_chunks": 4, "fail_times": 1})
+    try:
+        with pytest.raises(anthropic.APIStatusError) as caught:  # noqa: PT012
+            with client.messages.stream(**claude_code_request(uuid.uuid4().hex)) as stream:
+                stream.get_final_message()
+        request_id = caught.value.response.headers["request-id"]
+    finally:
+        http_json("DELETE", f"{emulator}/_emulator/faults")
+    assert isinstance(caught.value.body, dict) and caught.value.body["error"]["type"] == "api_error"
+    row = wait_for(lambda: trace_row(stack, request_id))
+    assert row["status_code"] == 502 and row["error_code"] == "upstream_stream_interrupted"
+
+
+def test_count_tokens_for_a_model_no_provider_counts_is_a_flagged_estimate(client: anthropic.Anthropic) -> None:
+    raw = client.messages.with_raw_response.count_tokens(model="gpt-4o-mini",
+                                                         messages=[{"role": "user", "content": "Hello there"}])
+    assert raw.parse().input_tokens > 0 and raw.headers["x-routeur-token-count"] == "estimated"

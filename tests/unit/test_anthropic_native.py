@@ -192,3 +192,46 @@ def test_usage_of_an_anthropic_reply_prices_each_bucket() -> None:
     assert (usage.prompt_tokens, usage.cached_tokens, usage.cache_write_tokens, usage.cache_write_1h_tokens) == (
         140, 100, 20, 10)
     assert msgspec.json.decode(codec.encode(usage))["prompt_tokens_details"]["cache_write_tokens"] == 20
+
+
+def test_the_native_check_is_held_to_the_sdks_param_types() -> None:
+    import typing
+
+    from anthropic.types import content_block_param, message_create_params, tool_param
+
+    from services.proxy.adapters import anthropic_check as ac
+
+    base = message_create_params.MessageCreateParamsBase
+    assert ac.TOP_LEVEL == set(typing.get_type_hints(base)) | set(av.DOCUMENTED_EXTRAS) | {"stream"}
+    assert ac.TOOL_KEYS == set(typing.get_type_hints(tool_param.ToolParam))
+    tags = {}
+    for option in typing.get_args(content_block_param.ContentBlockParam):
+        tag = typing.get_args(typing.get_type_hints(option)["type"])[0]
+        tags[tag] = set(typing.get_type_hints(option))
+    assert set(tags) == set(ac.BLOCK_KEYS) | ac.OTHER_BLOCKS
+    for tag, keys in ac.BLOCK_KEYS.items():
+        assert keys == tags[tag], tag
+    for key in ac.NOT_NULL - set(av.DOCUMENTED_EXTRAS) - {"stream"}:  # the SDK's own: a null is refused
+        assert av.check_body({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}],
+                              key: None}) is not None, key
+
+
+@pytest.mark.parametrize(("change", "param"), [
+    ({"reasoning_effort": "low"}, "reasoning_effort"),
+    ({"system": None}, "system"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "id": 1}]}]}, "messages.0.content.0.id"),
+    ({"messages": [{"role": "user", "content": []}]}, "messages.0.content"),
+    ({"messages": [{"role": "assistant", "content": [{"type": "thinking", "thinking": "t"}]}]},
+     "messages.0.content.0.signature"),
+    ({"thinking": {"type": "enabled", "budget_tokens": 4096}}, "max_tokens"),
+    ({"tools": [{"name": "t", "input_schema": {}, "cache_control": {"type": "persistent"}}]}, "tools.0.cache_control"),
+    ({"metadata": {"user_id": "u", "x": 1}}, "metadata"),
+])
+def test_what_anthropic_refuses_is_refused_before_the_call(change: dict[str, Any], param: str) -> None:
+    from services.proxy.adapters import anthropic_check as ac
+
+    body = {k: v for k, v in BODY.items()} | change
+    with pytest.raises(ac.Refused) as caught:
+        ac.check(body)
+    assert caught.value.param == param
+    ac.check(BODY)

@@ -213,4 +213,5 @@ _BEDROCK_ERRORS = {"ThrottlingException": "rate_limit_error", "ServiceUnavailabl
 
 def bedrock_error_type(exception: str) -> str:
     """The Anthropic error type for a Bedrock exception name (in-stream exceptions and error responses)."""
-    return _BEDROCK_ERRORS.get(exception.rsplit("#", 1)[-1].split(":", 1)[0], "api_error")
+    name = exception.rsplit("#", 1)[-1].split(":", 1)[0]  # `x-amzn-ErrorType` form, or a stream's member name
+    return _BEDROCK_ERRORS.get(name[:1].upper() + name[1:], "api_error")
