@@ -65,7 +65,8 @@ async def _admit(
     if state.settings.validate:
         if version not in av.versions():
             return state, body, _json(400, af.invalid(f"anthropic-version: invalid version '{version}'"), request_id)
-        if body is not edge.INVALID and (wrong := av.check_body(body, counting=counting)) is not None:
+        beta = bool(request.headers.get("anthropic-beta")) or request.query.get("beta") == "true"
+        if body is not edge.INVALID and (wrong := av.check_body(body, counting=counting, beta=beta)) is not None:
             return state, body, _json(400, af.invalid(wrong), request_id)
     checked = {"max_tokens": af.counting_max_tokens(body), **body} if counting and isinstance(body, dict) else body
     error = af.validate_request(None if body is edge.INVALID else checked)

@@ -52,10 +52,17 @@ def versions() -> frozenset[str]:
 
 
 @functools.cache
-def _params(counting: bool) -> Any:
+def _params(counting: bool, beta: bool = False) -> Any:
+    """The SDK's TypedDict for a body: the beta Messages API's when the request carries betas."""
+    if counting and beta:
+        from anthropic.types.beta.message_count_tokens_params import MessageCountTokensParams as BetaCount
+        return BetaCount
     if counting:
         from anthropic.types.message_count_tokens_params import MessageCountTokensParams
         return MessageCountTokensParams
+    if beta:
+        from anthropic.types.beta.message_create_params import MessageCreateParamsBase as BetaBase
+        return BetaBase
     from anthropic.types.message_create_params import MessageCreateParamsBase
     return MessageCreateParamsBase
 
@@ -184,12 +191,15 @@ def check(value: object, tp: Any, at: str) -> str | None:
     return f"{at}: Input should be a valid JSON value"  # IO[bytes], PathLike: file inputs that JSON cannot carry
 
 
-def check_body(body: object, *, counting: bool = False) -> str | None:
+def check_body(body: object, *, counting: bool = False, beta: bool = False) -> str | None:
     """The first way `body` departs from MessageCreateParams (plus the documented extras and `stream`), or from
-    MessageCountTokensParams for /v1/messages/count_tokens."""
+    MessageCountTokensParams for /v1/messages/count_tokens; the beta API's params when the request has `beta`s
+    (`betas` itself is the anthropic-beta header, never a body field)."""
+    if isinstance(body, dict) and beta and "betas" in body:
+        return "betas: Extra inputs are not permitted"
     if counting:
-        return _check_typeddict(body, _params(True), "")
-    return _check_typeddict(body, _params(False), "", {**DOCUMENTED_EXTRAS, STREAM: bool})
+        return _check_typeddict(body, _params(True, beta), "")
+    return _check_typeddict(body, _params(False, beta), "", {**DOCUMENTED_EXTRAS, STREAM: bool})
 
 
 def check_capabilities(body: Mapping[str, Any], catalog: Catalog, *, provider: str = PROVIDER) -> str | None:

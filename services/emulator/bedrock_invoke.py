@@ -53,7 +53,7 @@ def _refusal(settings: Settings, model_id: str, body: object, *, counting: bool 
     assert isinstance(body, dict)
     messages_body = as_messages_body(model_id, body)
     if settings.validate:
-        if (wrong := av.check_body(messages_body)) is not None:
+        if (wrong := av.check_body(messages_body, beta=bool(body.get("anthropic_beta")))) is not None:
             return f"The model returned the following errors: {wrong}"
         if not counting and model_id in bv.profile_only(settings.catalog):
             return bv.ON_DEMAND_REFUSED.format(model_id=model_id)

@@ -48,7 +48,8 @@ async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, An
     route, model = call.route, call.model
     assert route is not None and model is not None
     try:
-        anthropic_check.check(body)
+        anthropic_check.check(body, beta=bool(request.headers.get("anthropic-beta"))
+                              or request.query.get("beta") == "true")
     except anthropic_check.Refused as exc:  # what Anthropic would refuse never reaches it
         raise InvalidRequest(exc.message, param=exc.param) from None
     try:

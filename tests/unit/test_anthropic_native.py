@@ -235,3 +235,21 @@ def test_what_anthropic_refuses_is_refused_before_the_call(change: dict[str, Any
         ac.check(body)
     assert caught.value.param == param
     ac.check(BODY)
+
+
+def test_with_betas_the_beta_apis_fields_are_taken_as_claude_code_sends_them() -> None:
+    import typing
+
+    from anthropic.types import message_create_params
+    from anthropic.types.beta import message_create_params as beta_params
+
+    from services.proxy.adapters import anthropic_check as ac
+
+    stable = set(typing.get_type_hints(message_create_params.MessageCreateParamsBase))
+    assert ac.BETA_TOP_LEVEL == set(typing.get_type_hints(beta_params.MessageCreateParamsBase)) - stable - {"betas"}
+    body = {**BODY, "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}}
+    with pytest.raises(ac.Refused, match="context_management"):
+        ac.check(body)
+    ac.check(body, beta=True)
+    upstream = {**body, "model": "claude-sonnet-4-5-20250929"}
+    assert av.check_body(upstream, beta=True) is None and av.check_body(upstream) is not None

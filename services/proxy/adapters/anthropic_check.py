@@ -28,6 +28,11 @@ BLOCK_KEYS: dict[str, frozenset[str]] = {
     "thinking": frozenset({"type", "thinking", "signature"}),
     "redacted_thinking": frozenset({"type", "data"}),
 }
+BETA_TOP_LEVEL = frozenset({"billing_policy", "compaction", "context_management", "fallback_credit_token", "fallbacks",
+                            "mcp_servers", "thread"})
+"""What the beta Messages API adds to the body (the SDK's beta MessageCreateParams, less `betas`, which is the
+`anthropic-beta` header): taken when the request carries betas, as Claude Code's do. With betas, block types and
+block keys beyond the stable ones are the provider's to judge."""
 NOT_NULL = frozenset({"metadata", "output_config", "service_tier", "stop_sequences", "system", "thinking",
                       "tool_choice", "tools", "user_profile_id", "workspace_id", "temperature", "top_p", "top_k",
                       "stream"})
@@ -63,18 +68,18 @@ def _cache_control(value: object, at: str) -> None:
         raise _fail(f"{at}.cache_control", "Input should be {'type': 'ephemeral'} with an optional ttl '5m' or '1h'")
 
 
-def _block(block: object, at: str, *, in_result: bool = False) -> None:
+def _block(block: object, at: str, *, in_result: bool = False, beta: bool = False) -> None:
     if not isinstance(block, dict) or not isinstance(block.get("type"), str):
         raise _fail(at, "Input should be a valid content block")
     kind = block["type"]
-    if kind in OTHER_BLOCKS and not in_result:
+    if (kind in OTHER_BLOCKS and not in_result) or (beta and kind not in BLOCK_KEYS):
         return
     keys = BLOCK_KEYS.get(kind)
     if keys is None or (in_result and kind not in ("text", "image", "document", "search_result")):
         raise _fail(f"{at}.type", f"Input tag '{kind}' does not match any of the expected tags")
     if kind == "search_result":
         return
-    if extra := sorted(set(block) - keys):
+    if not beta and (extra := sorted(set(block) - keys)):
         raise _fail(f"{at}.{extra[0]}", "Extra inputs are not permitted")
     field, kind_of = _REQUIRED[kind]
     if not isinstance(block.get(field), kind_of):
@@ -90,14 +95,14 @@ def _block(block: object, at: str, *, in_result: bool = False) -> None:
         if content is not None and not isinstance(content, (str, list)):
             raise _fail(f"{at}.content", "Input should be a valid string or list")
         for j, inner in enumerate(content if isinstance(content, list) else []):
-            _block(inner, f"{at}.content.{j}", in_result=True)
+            _block(inner, f"{at}.content.{j}", in_result=True, beta=beta)
         if block.get("is_error") is not None and not isinstance(block["is_error"], bool):
             raise _fail(f"{at}.is_error", "Input should be a valid boolean")
     if kind != "thinking" and kind != "redacted_thinking":
         _cache_control(block.get("cache_control"), at)
 
 
-def _content(content: object, at: str, *, may_be_empty: bool) -> None:
+def _content(content: object, at: str, *, may_be_empty: bool, beta: bool) -> None:
     if isinstance(content, str):
         if not content.strip() and not (may_be_empty and content == ""):
             raise _fail(at, "text content must contain non-whitespace text")
@@ -107,7 +112,7 @@ def _content(content: object, at: str, *, may_be_empty: bool) -> None:
     if not content and not may_be_empty:
         raise _fail(at, "all messages must have non-empty content except for the optional final assistant message")
     for j, block in enumerate(content):
-        _block(block, f"{at}.{j}")
+        _block(block, f"{at}.{j}", beta=beta)
 
 
 def _tools(tools: object) -> None:
@@ -162,9 +167,11 @@ def _options(body: Mapping[str, Any]) -> None:
     _cache_control(body.get("cache_control"), "body")
 
 
-def check(body: Mapping[str, Any]) -> None:
-    """Raise Refused for what the Messages API refuses (after anthropic_inbound.check_request's basics)."""
-    if extra := sorted(key for key in body if key not in TOP_LEVEL):
+def check(body: Mapping[str, Any], *, beta: bool = False) -> None:
+    """Raise Refused for what the Messages API refuses (after anthropic_inbound.check_request's basics); `beta`:
+    the request carries betas (the `anthropic-beta` header or `?beta=true`)."""
+    allowed = TOP_LEVEL | BETA_TOP_LEVEL if beta else TOP_LEVEL
+    if extra := sorted(key for key in body if key not in allowed):
         raise _fail(str(extra[0]), "Extra inputs are not permitted")
     if null := sorted(key for key in NOT_NULL if key in body and body[key] is None):
         raise _fail(null[0], "Input should not be null")
@@ -173,7 +180,7 @@ def check(body: Mapping[str, Any]) -> None:
         for j, block in enumerate(system):
             if not isinstance(block, dict) or block.get("type") != "text":
                 raise _fail(f"system.{j}.type", "system blocks must be text blocks")
-            _block(block, f"system.{j}")
+            _block(block, f"system.{j}", beta=beta)
     elif isinstance(system, str) and system and not system.strip():
         raise _fail("system", "text content blocks must contain non-whitespace text")
     messages = body["messages"]
@@ -182,7 +189,7 @@ def check(body: Mapping[str, Any]) -> None:
             raise _fail(f"messages.{i}.{sorted(set(message) - {'role', 'content'})[0]}",
                         "Extra inputs are not permitted")
         last_assistant = i == len(messages) - 1 and message["role"] == "assistant"
-        _content(message["content"], f"messages.{i}.content", may_be_empty=last_assistant)
+        _content(message["content"], f"messages.{i}.content", may_be_empty=last_assistant, beta=beta)
         _pairs(messages, i)
     if body.get("tools") is not None:
         _tools(body["tools"])
