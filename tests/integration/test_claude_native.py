@@ -269,3 +269,18 @@ def test_count_tokens_for_a_model_no_provider_counts_is_a_flagged_estimate(clien
     raw = client.messages.with_raw_response.count_tokens(model="gpt-4o-mini",
                                                          messages=[{"role": "user", "content": "Hello there"}])
     assert raw.parse().input_tokens > 0 and raw.headers["x-routeur-token-count"] == "estimated"
+
+
+def test_a_1h_cache_write_is_traced_and_priced_at_twice_the_input(stack: Stack, client: anthropic.Anthropic) -> None:
+    body = claude_code_request(uuid.uuid4().hex)
+    body["tools"][-1]["cache_control"] = {"type": "ephemeral", "ttl": "1h"}  # 1h breakpoints come first
+    raw = client.messages.with_raw_response.create(**body)
+    message = raw.parse()
+    split = message.usage.cache_creation
+    assert split is not None and split.ephemeral_1h_input_tokens > 0 and split.ephemeral_5m_input_tokens > 0
+    row = wait_for(functools.partial(trace_row, stack, raw.headers["request-id"]))
+    assert (row["cache_write_1h_tokens"], row["cache_write_tokens"]) == (split.ephemeral_1h_input_tokens,
+                                                                         split.ephemeral_5m_input_tokens)
+    route = _route(MODEL, "anthropic")
+    assert route.cache_write_1h_per_m == 2 * route.input_per_m
+    assert Decimal(str(row["cost_usd"])) == expected_cost(route, message.usage)
