@@ -95,8 +95,11 @@ def _check_typeddict(value: object, td: type, at: str, extras: Mapping[str, Any]
     for key in _required(td):
         if key not in value:
             return f"{_join(at, key)}: Field required"
+    open_ended = (getattr(td, "__pydantic_config__", None) or {}).get("extra") == "allow"  # e.g. InputSchemaTyped
     for key, item in value.items():
         if key not in hints:
+            if open_ended:
+                continue
             return f"{_join(at, str(key))}: Extra inputs are not permitted"
         if (error := check(item, hints[key], _join(at, key))) is not None:
             return error
@@ -123,10 +126,11 @@ def _union(value: object, options: tuple[Any, ...], at: str) -> str | None:
     if isinstance(value, dict):  # JSON objects are TypedDicts here; the SDK's BaseModel options take objects only
         options = tuple(o for o in options if not isinstance(o, type) or _is_typeddict(o) or o is dict) or options
     errors: list[str] = []
-    for option in options:
+    for option in options:  # every option first: a later one (Dict[str, object]) may take what a tagged one refused
         if (error := check(value, option, at)) is None:
             return None
         errors.append(error)
+    for option, error in zip(options, errors, strict=True):
         if not _is_typeddict(option) or not isinstance(value, dict):
             continue
         for tag in _TAGS:

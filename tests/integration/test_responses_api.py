@@ -135,8 +135,6 @@ def test_function_tool_round_trip(client: openai.OpenAI, model_id: str, stream: 
     assert not [item for item in final.output if item.type == "function_call"]
 
 
-@pytest.mark.xfail(strict=True, reason="the emulator's Anthropic validator refuses input_schema.additionalProperties, "
-                   "which anthropic.types.InputSchema allows (extra='allow', and Dict[str, object] in its union)")
 def test_strict_function_tools_reach_claude(client: openai.OpenAI) -> None:
     response = client.responses.create(model="claude-sonnet-4.5", input="What's the weather in Lyon?",
                                        tools=STRICT_TOOLS)

@@ -188,3 +188,16 @@ def test_inbound_replies_parse_strictly_under_the_sdk_types() -> None:
         chunks = oa.stream_chunks(reply, completion_id="chatcmpl-abc", created=1, chunk_words=2, include_usage=True)
         for _, data in [event for chunk in chunks for event in stream.feed(chunk)] + stream.finish():
             av.check_event(data)
+
+
+def test_the_emulator_takes_an_open_input_schema_as_the_sdk_does() -> None:
+    """`input_schema` is `InputSchemaTyped | Dict[str, object]` with extra='allow': strict tools' keys pass."""
+    from services.emulator import anthropic_validate
+
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+              "additionalProperties": False}
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"name": "w", "description": "d", "input_schema": schema}]}
+    assert anthropic_validate.check_body(body) is None
+    body["tools"][0]["bogus"] = 1
+    assert anthropic_validate.check_body(body) == "tools.0.bogus: Extra inputs are not permitted"
