@@ -27,7 +27,8 @@ def claude_code_request(nonce: str, *, question: str = "Where is the proxy's pip
     """A request shaped like Claude Code's: system blocks with cache_control, 22 tools (the last one marked),
     thinking with a budget, metadata.user_id, and a user turn with a marked block."""
     tools: list[dict[str, Any]] = [
-        {"name": f"Tool{i}", "description": f"Tool number {i}: " + "does a careful thing. " * 12,
+        # the nonce in the tools too: a tools prefix cached by an earlier test would be a read, not a write
+        {"name": f"Tool{i}", "description": f"Tool number {i} of {nonce}: " + "does a careful thing. " * 12,
          "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}}
         for i in range(22)]
     tools[-1]["cache_control"] = {"type": "ephemeral"}
