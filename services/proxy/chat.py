@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,7 @@ from services.proxy.providers import Target
 from services.proxy.upstream import Upstream
 
 __all__ = ["CHAT", "ENDPOINT", "OVERHEAD_HEADER", "CallerStream", "Upstream", "complete", "endpoint", "exchange",
-           "run", "stream"]
+           "opened", "run", "stream"]
 
 ENDPOINT = "/v1/chat/completions"
 _INTERRUPTED_CODE = "upstream_stream_interrupted"
@@ -36,7 +37,38 @@ _INTERRUPTED = {"message": "the upstream stream ended before completion", "type"
 
 def _upstream_failure(dialect: Dialect, status: int, raw: bytes, headers: Mapping[str, str]) -> UpstreamError:
     status, error = dialect.error(status, raw, headers)
-    return UpstreamError(error["error"]["message"], status=status, code=error["error"]["code"] or "upstream_error")
+    return UpstreamError(error["error"]["message"], status=status, param=error["error"].get("param"),
+                         code=error["error"]["code"] or "upstream_error")
+
+
+@contextlib.asynccontextmanager
+async def opened(call: Call, upstream: Upstream, outbound: UpstreamCall,
+                 dialect: Dialect) -> AsyncIterator[aiohttp.ClientResponse]:
+    """One streamed attempt's upstream response, open while the block runs. A timeout or a connection failure is
+    recorded on the call and raised as UpstreamUnavailable; an error status is read, recorded and raised as the
+    dialect's UpstreamError (every streaming endpoint, whatever it relays, starts its attempt here)."""
+    route = call.route
+    assert route is not None
+    call.attempt_started(outbound.body)
+    try:
+        context = upstream.post(outbound)
+        response = await context.__aenter__()
+    except TimeoutError:
+        call.attempted(504, ATTEMPT_TIMEOUT)
+        raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
+                                  status=504) from None
+    except aiohttp.ClientError as exc:
+        call.attempted(502, type(exc).__name__)
+        raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
+    try:
+        if response.status >= 400:
+            raw = await response.read()
+            call.upstream_answered(raw)
+            call.attempted(response.status, ATTEMPT_HTTP_ERROR)
+            raise _upstream_failure(dialect, response.status, raw, response.headers)
+        yield response
+    finally:
+        await context.__aexit__(None, None, None)
 
 
 async def exchange(call: Call, upstream: Upstream, outbound: UpstreamCall, dialect: Dialect) -> tuple[int, bytes]:
@@ -122,23 +154,7 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
     caller_wants_usage = wire.wants_usage_chunk(body)
     dialect = dialect_for(target)
     outbound = dialect.request(target, body, route.upstream_model, capabilities=model.capabilities)
-    call.attempt_started(outbound.body)
-    try:
-        context = upstream.post(outbound)
-        response = await context.__aenter__()
-    except TimeoutError:
-        call.attempted(504, ATTEMPT_TIMEOUT)
-        raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
-                                  status=504) from None
-    except aiohttp.ClientError as exc:
-        call.attempted(502, type(exc).__name__)
-        raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
-    try:
-        if response.status >= 400:
-            raw = await response.read()
-            call.upstream_answered(raw)
-            call.attempted(response.status, ATTEMPT_HTTP_ERROR)
-            raise _upstream_failure(dialect, response.status, raw, response.headers)
+    async with opened(call, upstream, outbound, dialect) as response:
         out = open_stream(call, {
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "x-request-id": call.request_id, OVERHEAD_HEADER: call.overhead_header(time.perf_counter()),
@@ -150,8 +166,6 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
         trace = await _relay(call, response, out, dialect.stream(model=model.id),
                              caller_wants_usage=caller_wants_usage, inline_trace=inline_trace)
         return out, trace
-    finally:
-        await context.__aexit__(None, None, None)
 
 
 async def run(call: Call, upstream: Upstream, target: Target, body: dict[str, Any], request: web.Request,

@@ -13,7 +13,7 @@ import msgspec
 from aiohttp import web
 
 from proto import codec
-from proto.routing import ATTEMPT_HTTP_ERROR, ATTEMPT_TIMEOUT, ATTEMPT_UPSTREAM_STREAM_ERROR
+from proto.routing import ATTEMPT_TIMEOUT, ATTEMPT_UPSTREAM_STREAM_ERROR
 from proto.trace import TraceEvent
 from services.proxy import chat
 from services.proxy import openai_wire as wire
@@ -24,7 +24,7 @@ from services.proxy.call import OVERHEAD_HEADER, Call
 from services.proxy.chat import CallerStream
 from services.proxy.dialects import Dialect, UpstreamCall, dialect_for
 from services.proxy.dlp.anthropic_restore import EventRestorer, restore_message
-from services.proxy.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
+from services.proxy.errors import InvalidRequest, UpstreamUnavailable
 from services.proxy.providers import Target
 from services.proxy.upstream import Upstream
 
@@ -96,25 +96,7 @@ async def _stream(call: Call, upstream: Upstream, outbound: UpstreamCall, dialec
                   request: web.Request, *, inline_trace: bool) -> tuple[web.StreamResponse, TraceEvent]:
     route = call.route
     assert route is not None
-    call.attempt_started(outbound.body)
-    try:
-        context = upstream.post(outbound)
-        response = await context.__aenter__()
-    except TimeoutError:
-        call.attempted(504, ATTEMPT_TIMEOUT)
-        raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
-                                  status=504) from None
-    except aiohttp.ClientError as exc:
-        call.attempted(502, type(exc).__name__)
-        raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
-    try:
-        if response.status >= 400:
-            raw = await response.read()
-            call.upstream_answered(raw)
-            call.attempted(response.status, ATTEMPT_HTTP_ERROR)
-            status, error = dialect.error(response.status, raw, response.headers)
-            raise UpstreamError(error["error"]["message"], status=status,
-                                code=error["error"]["code"] or "upstream_error")
+    async with chat.opened(call, upstream, outbound, dialect) as response:
         out = CallerStream(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             OVERHEAD_HEADER: call.overhead_header(time.perf_counter()), **_headers(call)})
@@ -124,8 +106,6 @@ async def _stream(call: Call, upstream: Upstream, outbound: UpstreamCall, dialec
         call.answered(200)
         trace = await _relay(call, response, out, native.StreamReader(target.format), inline_trace=inline_trace)
         return out, trace
-    finally:
-        await context.__aexit__(None, None, None)
 
 
 class _CallerGone(Exception):

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from proto.routing import ATTEMPT_HTTP_ERROR, ATTEMPT_TIMEOUT, ATTEMPT_UPSTREAM_STREAM_ERROR
+from proto.routing import ATTEMPT_TIMEOUT, ATTEMPT_UPSTREAM_STREAM_ERROR
 from proto.trace import TraceEvent
 from services.proxy import chat
 from services.proxy import openai_wire as wire
@@ -18,7 +18,6 @@ from services.proxy import responses_wire as rw
 from services.proxy.adapters.openai import OpenAIDialect
 from services.proxy.call import OVERHEAD_HEADER, Call
 from services.proxy.dialects import dialect_for
-from services.proxy.errors import UpstreamError, UpstreamUnavailable
 from services.proxy.providers import Target
 from services.proxy.upstream import Upstream
 
@@ -61,25 +60,7 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
     assert route is not None
     dialect = _dialect(target)
     outbound = dialect.responses_request(target, outbound_body(body), route.upstream_model)
-    call.attempt_started(outbound.body)
-    try:
-        context = upstream.post(outbound)
-        response = await context.__aenter__()
-    except TimeoutError:
-        call.attempted(504, ATTEMPT_TIMEOUT)
-        raise UpstreamUnavailable(f"the provider {route.provider!r} timed out", code="upstream_timeout",
-                                  status=504) from None
-    except aiohttp.ClientError as exc:
-        call.attempted(502, type(exc).__name__)
-        raise UpstreamUnavailable(f"the provider {route.provider!r} could not be reached") from None
-    try:
-        if response.status >= 400:
-            raw = await response.read()
-            call.upstream_answered(raw)
-            call.attempted(response.status, ATTEMPT_HTTP_ERROR)
-            status, error = dialect.error(response.status, raw, response.headers)
-            raise UpstreamError(error["error"]["message"], status=status, param=error["error"].get("param"),
-                                code=error["error"]["code"] or "upstream_error")
+    async with chat.opened(call, upstream, outbound, dialect) as response:
         out = chat.CallerStream(status=200, headers={
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
             "x-request-id": call.request_id, OVERHEAD_HEADER: call.overhead_header(time.perf_counter()),
@@ -89,8 +70,6 @@ async def stream(call: Call, upstream: Upstream, target: Target, body: dict[str,
         await out.prepare(request)
         call.answered(200)
         return out, await _relay(call, response, out, inline_trace=inline_trace)
-    finally:
-        await context.__aexit__(None, None, None)
 
 
 async def _relay(call: Call, response: aiohttp.ClientResponse, out: web.StreamResponse, *,
