@@ -25,16 +25,13 @@ does not open; the key id is covered by both tags, so swapping it is detected to
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import re
-from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.archiver.errors import InvalidMasterKey, MalformedEnvelope, TamperedEnvelope, UnknownKeyId
+from services.common import keyring
 
 MAGIC = b"RTPA"
 VERSION = 1
@@ -43,7 +40,7 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 WRAPPED_BYTES = KEY_BYTES + TAG_BYTES
 MASTER_KEY_VARIABLE = "ROUTEUR_MASTER_KEY"
-_KID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_KID = keyring.KID
 
 
 class MasterKey:
@@ -78,45 +75,13 @@ class MasterKey:
     __str__ = __repr__
 
 
-class KeyRing:
+class KeyRing(keyring.KeyRing[MasterKey]):
     """Master keys in the order configured: the first seals new objects, all of them open objects."""
 
-    __slots__ = ("_keys", "_by_kid")
-
-    def __init__(self, keys: Sequence[MasterKey]) -> None:
-        if not keys:
-            raise InvalidMasterKey("a key ring needs at least one master key")
-        by_kid = {key.kid: key for key in keys}
-        if len(by_kid) != len(keys):
-            raise InvalidMasterKey("master key ids must be unique")
-        self._keys = tuple(keys)
-        self._by_kid = by_kid
-
-    @property
-    def active(self) -> MasterKey:
-        return self._keys[0]
-
-    @property
-    def keys(self) -> tuple[MasterKey, ...]:
-        return self._keys
-
-    def find(self, kid: str) -> MasterKey | None:
-        return self._by_kid.get(kid)
-
-    def __repr__(self) -> str:
-        return f"KeyRing(kids={tuple(self._by_kid)!r})"
-
-    __str__ = __repr__
-
-
-def _decode_key(text: str) -> bytes | None:
-    """Standard or URL-safe base64, padding optional; None when it is not base64 at all."""
-    cleaned = text.strip().replace("-", "+").replace("_", "/").rstrip("=")
-    cleaned += "=" * (-len(cleaned) % 4)
-    try:
-        return base64.b64decode(cleaned, validate=True)
-    except (binascii.Error, ValueError):
-        return None
+    __slots__ = ()
+    error = InvalidMasterKey
+    empty = "a key ring needs at least one master key"
+    duplicate = "master key ids must be unique"
 
 
 def parse_master_keys(text: str, *, variable: str = MASTER_KEY_VARIABLE) -> KeyRing:
@@ -135,7 +100,7 @@ def parse_master_keys(text: str, *, variable: str = MASTER_KEY_VARIABLE) -> KeyR
                                    f"(1-32 of A-Z a-z 0-9 _ . -) and ':'; {hint}")
         if kid in seen:
             raise InvalidMasterKey(f"{variable}: key id {kid!r} is listed twice; key ids must be unique")
-        key = _decode_key(material)
+        key = keyring.decode_base64(material)
         if key is None:
             raise InvalidMasterKey(f"{variable}: key {kid!r} is not valid base64; {hint}")
         if len(key) != KEY_BYTES:

@@ -29,11 +29,8 @@ the active one, whose public key senders are given); a public key is `kid:base64
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
-import re
-from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -41,6 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
+from services.common import keyring
 
 MAGIC = b"RTSB"
 VERSION = 1
@@ -50,7 +49,7 @@ TAG_BYTES = 16
 FINGERPRINT_BYTES = 8
 INFO = b"routeur-seal-v1"
 ONE_TIME_KID = "once"  # the key id of one-time recipient keys (a payload fetch's reply key): nothing to rotate
-_KID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+_KID = keyring.KID
 
 
 class SealingError(ValueError):
@@ -150,45 +149,14 @@ class PrivateSealKey:
     __str__ = __repr__
 
 
-class SealKeyRing:
+class SealKeyRing(keyring.KeyRing["PrivateSealKey"]):
     """A recipient's private keys: the first is active (its public key is handed to senders); every key
     opens what was sealed to it."""
 
-    __slots__ = ("_keys", "_by_kid")
-
-    def __init__(self, keys: Sequence[PrivateSealKey]) -> None:
-        if not keys:
-            raise InvalidSealKey("a seal key ring needs at least one private key")
-        by_kid = {key.kid: key for key in keys}
-        if len(by_kid) != len(keys):
-            raise InvalidSealKey("seal key ids must be unique")
-        self._keys = tuple(keys)
-        self._by_kid = by_kid
-
-    @property
-    def active(self) -> PrivateSealKey:
-        return self._keys[0]
-
-    @property
-    def keys(self) -> tuple[PrivateSealKey, ...]:
-        return self._keys
-
-    def find(self, kid: str) -> PrivateSealKey | None:
-        return self._by_kid.get(kid)
-
-    def __repr__(self) -> str:
-        return f"SealKeyRing(kids={tuple(self._by_kid)!r})"
-
-    __str__ = __repr__
-
-
-def _decode_b64(text: str) -> bytes | None:
-    cleaned = text.strip().replace("-", "+").replace("_", "/").rstrip("=")
-    cleaned += "=" * (-len(cleaned) % 4)
-    try:
-        return base64.b64decode(cleaned, validate=True)
-    except (binascii.Error, ValueError):
-        return None
+    __slots__ = ()
+    error = InvalidSealKey
+    empty = "a seal key ring needs at least one private key"
+    duplicate = "seal key ids must be unique"
 
 
 def _entries(text: str, variable: str, hint: str) -> list[tuple[str, bytes]]:
@@ -202,7 +170,7 @@ def _entries(text: str, variable: str, hint: str) -> list[tuple[str, bytes]]:
         if not colon or not _KID.fullmatch(kid):
             raise InvalidSealKey(f"{variable}: entry {position} does not start with a key id "
                                  f"(1-32 of A-Z a-z 0-9 _ . -) and ':'; {hint}")
-        raw = _decode_b64(material)
+        raw = keyring.decode_base64(material)
         if raw is None or len(raw) != KEY_BYTES:
             raise InvalidSealKey(f"{variable}: key {kid!r} is not base64 of {KEY_BYTES} bytes; {hint}")
         out.append((kid, raw))
